@@ -1,0 +1,146 @@
+"""Fusing retrieval channels into one ranking, and combining relevance with trust and decay.
+
+Each channel (semantic, lexical, entity, temporal, context) returns ids best first.
+Weighted reciprocal-rank fusion (RRF) sums weight / (k + rank) over the channels that
+returned an id: it needs no score calibration between channels, which is why it is used
+over raw-score blending. The per-channel parts are kept so a hit can explain its rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Channel weights. Placeholders until tuned on recall evaluations: the two content
+# channels lead; entity/graph links are strong but sparser; context-file matches and time
+# are supporting signals.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "semantic": 1.0,
+    "lexical": 1.0,
+    "entity": 0.8,
+    "context": 0.6,
+    "temporal": 0.5,
+}
+# Weight of a channel missing from the weights mapping in use.
+DEFAULT_CHANNEL_WEIGHT = 1.0
+# The usual RRF constant: damps the gap between rank 1 and rank 2.
+DEFAULT_K = 60
+
+
+@dataclass(frozen=True, slots=True)
+class FusedScore:
+    """RRF score of one id, with the rank and contribution from each channel that had it."""
+
+    score: float
+    ranks: dict[str, int] = field(default_factory=dict)  # 1-based, per channel
+    contributions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best_rank(self) -> int:
+        """Best (smallest) rank over the channels; 0 when no channel returned the id."""
+        return min(self.ranks.values(), default=0)
+
+
+def _weights_for(channels: Iterable[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    table = DEFAULT_WEIGHTS if weights is None else weights
+    resolved = {name: float(table.get(name, DEFAULT_CHANNEL_WEIGHT)) for name in channels}
+    for name, w in resolved.items():
+        if not w >= 0.0:  # also rejects NaN
+            raise ValueError(f"channel weight must be >= 0, got {name}={w}")
+    return resolved
+
+
+def rrf(
+    rankings: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float] | None = None,
+    k: int = DEFAULT_K,
+) -> dict[str, FusedScore]:
+    """Weighted reciprocal-rank fusion.
+
+    `rankings` maps channel name -> ids best first; an id repeated within a channel counts
+    once, at its best position. `weights` defaults to DEFAULT_WEIGHTS; a channel it does
+    not name gets DEFAULT_CHANNEL_WEIGHT. The result is ordered by score descending, ties
+    broken by best rank, then by id, so equal inputs always give the same order.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    # Sorted channel order makes the floating-point sums independent of mapping order.
+    channels = sorted(rankings)
+    channel_weights = _weights_for(channels, weights)
+    ranks: dict[str, dict[str, int]] = {}
+    for channel in channels:
+        seen: set[str] = set()
+        for doc_id in rankings[channel]:
+            if doc_id in seen:
+                continue
+            seen.add(doc_id)
+            ranks.setdefault(doc_id, {})[channel] = len(seen)
+
+    fused: list[tuple[str, FusedScore]] = []
+    for doc_id, doc_ranks in ranks.items():
+        parts = {ch: channel_weights[ch] / (k + r) for ch, r in doc_ranks.items()}
+        # doc_ranks was filled in sorted channel order, so this sum is deterministic.
+        fused.append((doc_id, FusedScore(sum(parts.values()), doc_ranks, parts)))
+    fused.sort(key=lambda item: (-item[1].score, item[1].best_rank, item[0]))
+    return dict(fused)
+
+
+def max_score(
+    channels: Iterable[str], weights: Mapping[str, float] | None = None, k: int = DEFAULT_K
+) -> float:
+    """Highest RRF score possible over `channels` (rank 1 everywhere).
+
+    Dividing a fused score by this gives a relevance in [0, 1] that is comparable across
+    queries, as `rank_factor` expects.
+    """
+    return sum(_weights_for(sorted(set(channels)), weights).values()) / (k + 1)
+
+
+def normalised(score: FusedScore | float, maximum: float) -> float:
+    """A fused score as a fraction of `maximum`, clamped to [0, 1] (0 if maximum <= 0)."""
+    value = score.score if isinstance(score, FusedScore) else score
+    if maximum <= 0.0:
+        return 0.0
+    return min(1.0, max(0.0, value / maximum))
+
+
+def final_score(relevance: float, trust_weight: float, rank_factor: float) -> float:
+    """Relevance scaled by the trust multiplier and the decay rank factor.
+
+    A product, so each part reads as "x times": trust 1.2 means 20% above neutral.
+    """
+    return relevance * trust_weight * rank_factor
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a hit ranked where it did: every factor of its final score."""
+
+    relevance: float  # fused score, as used in final_score
+    trust_weight: float
+    rank_factor: float
+    ranks: dict[str, int] = field(default_factory=dict)
+    contributions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return final_score(self.relevance, self.trust_weight, self.rank_factor)
+
+    def describe(self) -> str:
+        """One line such as 'score 0.0300 = rel 0.0250 x trust 1.20 x decay 1.00 [lexical#1]'."""
+        channels = " ".join(f"{ch}#{r}" for ch, r in sorted(self.ranks.items()))
+        return (
+            f"score {self.score:.4f} = rel {self.relevance:.4f} x trust {self.trust_weight:.2f}"
+            f" x decay {self.rank_factor:.2f} [{channels}]"
+        )
+
+
+def explain(fused: FusedScore, trust_weight: float, rank_factor: float) -> Explanation:
+    """Bundle a fused score with its trust and decay factors."""
+    return Explanation(
+        relevance=fused.score,
+        trust_weight=trust_weight,
+        rank_factor=rank_factor,
+        ranks=dict(fused.ranks),
+        contributions=dict(fused.contributions),
+    )
