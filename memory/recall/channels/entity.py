@@ -1,0 +1,47 @@
+"""Entity / graph channel.
+
+Memories that share entities (identifiers, paths, packages, names) with the query, ranked by
+BM25 over the entities field (rare entities weigh more), then one step of spreading
+activation along the links made at write time.
+"""
+
+from __future__ import annotations
+
+from memory.entities import extract_entities
+from memory.recall.channels import Query, Ranked
+from memory.store import MemoryStore
+from memory.store.table import sql_in
+
+SEEDS = 5
+SPREAD = 0.5  # share of a seed's score passed to each linked memory
+
+
+def query_entities(text: str) -> str:
+    entities = extract_entities(text)
+    # Capitalised words after the first are names in conversation ("Caroline", "Postgres").
+    names = [w.strip(".,!?;:'\"()") for w in text.split()[1:] if w[:1].isupper()]
+    return " ".join(dict.fromkeys([*entities, *(n for n in names if n.isalnum())]))
+
+
+def search(store: MemoryStore, q: Query) -> Ranked:
+    ents = query_entities(q.text)
+    hits = store.lexical.search(q.project, ents, q.limit, fields=["entities"]) if ents else []
+    if not hits:
+        return []
+    scores = dict(hits)
+    seeds = hits[:SEEDS]
+    seed_ids = [i for i, _ in seeds]
+    # Links are stored on the newer memory; follow them both ways.
+    rows = store.table.scan(
+        f"({q.where}) AND ({sql_in('id', seed_ids)} OR array_has_any(links, "
+        f"make_array({', '.join(repr(i) for i in seed_ids)})))",
+        ["id", "links"],
+    ).to_pylist()
+    seed_score = dict(seeds)
+    for row in rows:
+        for linked in row["links"] or []:
+            if row["id"] in seed_score:
+                scores[linked] = scores.get(linked, 0.0) + SPREAD * seed_score[row["id"]]
+            elif linked in seed_score:
+                scores[row["id"]] = scores.get(row["id"], 0.0) + SPREAD * seed_score[linked]
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: q.limit]

@@ -1,0 +1,34 @@
+"""Temporal channel: memories that happened inside the query's time window.
+
+The window comes from a time expression in the query ("last week", "in March", "before
+2024-05-01"); the time is `valid_from`, when the memory happened, not when it was stored.
+Inside the window, memories are ordered by semantic similarity to the rest of the query.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from memory.recall.channels import Query, Ranked
+from memory.store import MemoryStore
+from memory.timeparse import TimeWindow
+
+
+def ts_literal(value: datetime) -> str:
+    return f"CAST('{value.strftime('%Y-%m-%dT%H:%M:%S')}' AS TIMESTAMP)"
+
+
+def window_sql(window: TimeWindow) -> str:
+    parts = []
+    if window.start is not None:
+        parts.append(f"valid_from >= {ts_literal(window.start)}")
+    if window.end is not None:
+        parts.append(f"valid_from < {ts_literal(window.end)}")
+    return " AND ".join(parts) or "TRUE"
+
+
+def search(store: MemoryStore, q: Query, window: TimeWindow | None) -> Ranked:
+    if window is None:
+        return []
+    where = f"({q.where}) AND {window_sql(window)}"
+    return store.table.vector_search(q.vector, where, q.limit)  # type: ignore[arg-type]

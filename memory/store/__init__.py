@@ -1,0 +1,145 @@
+"""The memory store: a LanceDB table (source of truth) plus a derived Tantivy index.
+
+Write order: the table first (that commit is the acknowledgement), then the index. A crash in
+between leaves the index short of some ids, never the reverse for additions; a crash during a
+hard erase can leave the index with extra ids. Both are detected by comparing the two stores
+(cheaply by count on every open and write, fully by id in `doctor`) and repaired from the
+table. All writes hold one short cross-process lock, so several memctl processes (one per
+agent session) can share a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from memory.config import Paths
+from memory.locking import WriteLock
+from memory.record import Memory
+from memory.store.lexical import LexicalDoc, LexicalIndex
+from memory.store.table import MemoryTable, sql_in
+
+__all__ = ["DoctorReport", "LexicalDoc", "MemoryStore"]
+
+BATCH = 2_000
+
+
+def lexical_doc(memory: Memory) -> LexicalDoc:
+    return LexicalDoc(
+        id=memory.id,
+        project=memory.project,
+        text=memory.text,
+        title=memory.title,
+        tags=memory.tags,
+        entities=memory.entities,
+    )
+
+
+@dataclass
+class DoctorReport:
+    table_rows: int = 0
+    index_docs: int = 0
+    missing_from_index: list[str] = field(default_factory=list)
+    orphans_in_index: list[str] = field(default_factory=list)
+    broken_supersede_links: list[str] = field(default_factory=list)
+    migrated_columns: list[str] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing_from_index or self.orphans_in_index
+                    or self.broken_supersede_links)
+
+
+class MemoryStore:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths.ensure()
+        self.lock = WriteLock(paths.write_lock)
+        with self.lock.hold():
+            self.table = MemoryTable(paths.lance)
+            self.migrated = self.table.migrate()
+            self.lexical = LexicalIndex(paths.lexical)
+            self._reconcile_if_diverged()
+
+    # -- writes -------------------------------------------------------------------------
+    def insert(self, memories: Sequence[Memory]) -> None:
+        if not memories:
+            return
+        with self.lock.hold():
+            self.table.add(memories)  # acknowledged from here on
+            self.lexical.write(add=[lexical_doc(m) for m in memories])
+            self._reconcile_if_diverged()
+
+    def supersede(self, old_id: str, new_id: str, when: object) -> None:
+        with self.lock.hold():
+            self.table.update([old_id], {"superseded_by": new_id, "valid_to": when,
+                                         "updated_at": when})
+
+    def update(self, ids: Sequence[str], values: dict | None = None,
+               values_sql: dict[str, str] | None = None) -> None:
+        with self.lock.hold():
+            self.table.update(ids, values, values_sql)
+
+    def erase(self, ids: Sequence[str], progress: Callable[[int, int], None] | None = None) -> None:
+        """Hard delete: gone from the table, its old versions and the index files."""
+        with self.lock.hold():
+            self.table.delete(ids)
+            self.table.purge_history()
+            self.lexical.erase(self._all_docs(progress))
+
+    # -- consistency --------------------------------------------------------------------
+    def _all_docs(self, progress: Callable[[int, int], None] | None = None) -> Iterable[LexicalDoc]:
+        total = self.table.count()
+        columns = ["id", "project", "text", "title", "tags", "entities"]
+        done = 0
+        for batch in self.table.scan(columns=columns).to_batches(BATCH):
+            for row in batch.to_pylist():
+                yield LexicalDoc(row["id"], row["project"], row["text"], row["title"],
+                                 row["tags"] or [], row["entities"] or [])
+            done += batch.num_rows
+            if progress:
+                progress(done, total)
+
+    def _reconcile_if_diverged(self) -> None:
+        # Counts are cheap to read; only when they differ do we compare ids.
+        if self.table.count() != self.lexical.count():
+            self.doctor(repair=True)
+
+    def doctor(self, repair: bool = False) -> DoctorReport:
+        with self.lock.hold():
+            report = DoctorReport(migrated_columns=list(self.migrated))
+            table_ids = set(self.table.scan(columns=["id"]).column("id").to_pylist())
+            index_ids = self.lexical.all_ids()
+            report.table_rows, report.index_docs = len(table_ids), len(index_ids)
+            report.missing_from_index = sorted(table_ids - index_ids)
+            report.orphans_in_index = sorted(index_ids - table_ids)
+            report.broken_supersede_links = self._broken_links()
+            if repair and not report.clean:
+                self._repair(report)
+                report.repaired = True
+            return report
+
+    def _broken_links(self) -> list[str]:
+        """Successors whose predecessor was never marked superseded (crash between writes)."""
+        succ = self.table.scan("supersedes IS NOT NULL", ["id", "supersedes"]).to_pylist()
+        if not succ:
+            return []
+        olds = {r["supersedes"]: r["id"] for r in succ}
+        rows = self.table.scan(sql_in("id", list(olds)), ["id", "superseded_by"]).to_pylist()
+        return sorted(olds[r["id"]] for r in rows if r["superseded_by"] is None)
+
+    def _repair(self, report: DoctorReport) -> None:
+        if report.missing_from_index or report.orphans_in_index:
+            missing = self.table.get(report.missing_from_index)
+            self.lexical.write(add=[lexical_doc(m) for m in missing],
+                               delete=report.orphans_in_index)
+        for new in self.table.get(report.broken_supersede_links):
+            if new.supersedes:
+                self.table.update([new.supersedes], {"superseded_by": new.id,
+                                                     "valid_to": new.created_at})
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the Tantivy index from the table."""
+        with self.lock.hold():
+            self.lexical.write(add=self._all_docs(progress), clear=True)
+            return self.lexical.count()

@@ -1,0 +1,189 @@
+"""The Tantivy BM25 index: derived from the LanceDB table and rebuildable at any time.
+
+Documents are immutable (an update makes a successor with a new id), so keeping the index in
+step with the table only needs the two id sets to match. Status and supersession are read
+from the table at recall time, never from here.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tantivy
+
+from memory.textutil import code_terms, query_terms
+
+# Prose fields are stemmed ("painting" finds "paint"); `code` holds identifier parts and joined
+# forms, unstemmed (see textutil.code_terms). Field name -> BM25 boost.
+STEMMED = ("body", "title", "tags", "entities")
+FIELD_BOOSTS: dict[str, float] = {
+    "body": 1.0,
+    "title": 1.5,
+    "tags": 1.5,
+    "entities": 1.2,
+    "code": 0.6,
+}
+WRITER_HEAP = 32_000_000
+ANALYZER = "memctl_stem"
+MAX_QUERY_TERMS = 64
+
+
+def _analyzer(stopwords: bool) -> tantivy.TextAnalyzer:
+    builder = (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+    )
+    if stopwords:
+        # Only on the query side: "what did she do" should not match every turn by its verbs.
+        builder = builder.filter(tantivy.Filter.stopword("english"))
+    return builder.filter(tantivy.Filter.stemmer("english")).build()
+
+
+_INDEX_ANALYZER = _analyzer(stopwords=False)
+_QUERY_ANALYZER = _analyzer(stopwords=True)
+
+
+def stemmed_terms(text: str) -> list[str]:
+    """Query terms for the stemmed fields, tokenized exactly like the index: never parsed."""
+    terms = list(dict.fromkeys(_QUERY_ANALYZER.analyze(text)))
+    if not terms:  # a query of stop words only ("who is he") still deserves an answer
+        terms = list(dict.fromkeys(_INDEX_ANALYZER.analyze(text)))
+    return terms[:MAX_QUERY_TERMS]
+
+
+@dataclass(frozen=True)
+class LexicalDoc:
+    id: str
+    project: str
+    text: str
+    title: str | None = None
+    tags: Sequence[str] = ()
+    entities: Sequence[str] = ()
+
+
+def _schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("id", stored=True, tokenizer_name="raw")
+    # The id again as u64 so that listing every id (doctor, recovery) reads a fast column.
+    sb.add_unsigned_field("idn", fast=True, indexed=False)
+    sb.add_text_field("project", tokenizer_name="raw", index_option="basic")
+    for name in FIELD_BOOSTS:
+        tokenizer = ANALYZER if name in STEMMED else "default"
+        sb.add_text_field(name, tokenizer_name=tokenizer, index_option="freq")
+    return sb.build()
+
+
+class LexicalIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.schema = _schema()
+        path.mkdir(parents=True, exist_ok=True)
+        self._index = self._open()
+
+    def _open(self) -> tantivy.Index:
+        try:
+            index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        except ValueError:
+            # An index written with another schema (older memctl): it is derived data,
+            # so start it afresh; recovery re-adds every memory from the table.
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+            index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        index.register_tokenizer(ANALYZER, _INDEX_ANALYZER)
+        return index
+
+    def _document(self, doc: LexicalDoc) -> tantivy.Document:
+        joined = " ".join(part for part in (doc.title or "", doc.text, *doc.entities) if part)
+        # from_dict with the schema: plain kwargs would send `idn` as i64 to a u64 column.
+        return tantivy.Document.from_dict(
+            {
+                "id": doc.id,
+                "idn": int(doc.id, 16),
+                "project": doc.project,
+                "body": doc.text,
+                "title": doc.title or "",
+                "tags": " ".join(doc.tags),
+                "entities": " ".join(doc.entities),
+                "code": code_terms(joined),
+            },
+            self.schema,
+        )
+
+    def write(
+        self,
+        add: Iterable[LexicalDoc] = (),
+        delete: Iterable[str] = (),
+        clear: bool = False,
+    ) -> None:
+        """Apply deletions then additions in one commit. Caller holds the store's write lock."""
+        writer = self._index.writer(WRITER_HEAP, 1)
+        try:
+            if clear:
+                writer.delete_all_documents()
+            for doc_id in delete:
+                writer.delete_documents_by_term("id", doc_id)
+            for doc in add:
+                writer.add_document(self._document(doc))
+            writer.commit()
+            if clear:
+                writer.garbage_collect_files()
+            writer.wait_merging_threads()
+        except BaseException:
+            writer.rollback()
+            raise
+        finally:
+            del writer
+        self._index.reload()
+
+    def erase(self, docs: Iterable[LexicalDoc]) -> None:
+        """Rebuild from `docs` so that erased documents' terms leave the segment files."""
+        self.write(add=docs, clear=True)
+
+    def search(self, project: str, text: str, limit: int,
+               fields: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """BM25 hits in `project` for the words of `text`. User syntax is never parsed: the
+        text is tokenized like the index and turned into term queries, so nothing can raise."""
+        if limit <= 0:
+            return []
+        boosts = {f: FIELD_BOOSTS[f] for f in fields} if fields else FIELD_BOOSTS
+        stems = stemmed_terms(text)
+        code = query_terms(text)[:MAX_QUERY_TERMS] if "code" in boosts else []
+        should = []
+        for field, boost in boosts.items():
+            for term in code if field == "code" else stems:
+                q = tantivy.Query.term_query(self.schema, field, term)
+                should.append((tantivy.Occur.Should, tantivy.Query.boost_query(q, boost)))
+        if not should:
+            return []
+        self._index.reload()
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "project", project)),
+                (tantivy.Occur.Must, tantivy.Query.boolean_query(should)),
+            ]
+        )
+        searcher = self._index.searcher()
+        hits = searcher.search(query, limit).hits
+        if not hits:
+            return []
+        ids = searcher.fast_field_values("idn", [addr for _, addr in hits])
+        return [(f"{idn:016x}", float(score)) for (score, _), idn in zip(hits, ids, strict=True)]
+
+    def count(self) -> int:
+        self._index.reload()
+        return int(self._index.searcher().num_docs)
+
+    def all_ids(self) -> set[str]:
+        self._index.reload()
+        searcher = self._index.searcher()
+        total = int(searcher.num_docs)
+        if total == 0:
+            return set()
+        hits = searcher.search(tantivy.Query.all_query(), total).hits
+        values = searcher.fast_field_values("idn", [addr for _, addr in hits])
+        return {f"{v:016x}" for v in values}

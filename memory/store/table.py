@@ -1,0 +1,131 @@
+"""The LanceDB table of memories: the source of truth."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from memory.record import COLUMN_DEFAULTS, SCHEMA, Memory, to_table
+
+TABLE = "memories"
+# Columns read for ranking and display; the vector is only read when asked for.
+LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
+
+
+def sql_str(value: str) -> str:
+    """Quote a string literal for a LanceDB filter (ids and project keys are user input)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
+
+
+class MemoryTable:
+    def __init__(self, path: Path) -> None:
+        # interval 0: every read checks for a newer version, so writes of other processes
+        # (other agents' servers) are visible at once.
+        self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+        # Opened under the store's write lock, so creating cannot race another process.
+        try:
+            self._table = self._db.open_table(TABLE)
+        except ValueError:
+            self._table = self._db.create_table(TABLE, schema=SCHEMA)
+        self.migrated: list[str] = []
+
+    # -- schema ---------------------------------------------------------------------------
+    def missing_columns(self) -> list[str]:
+        have = set(self._table.schema.names)
+        return [f.name for f in SCHEMA if f.name not in have]
+
+    def migrate(self) -> list[str]:
+        """Add columns of newer schema versions to an existing table (caller holds the lock)."""
+        added: list[str] = []
+        for name in self.missing_columns():
+            if name in COLUMN_DEFAULTS:
+                self._table.add_columns({name: COLUMN_DEFAULTS[name]})
+                # SQL literals come out as the narrowest type; align with the schema.
+                want = SCHEMA.field(name).type
+                if self._table.schema.field(name).type != want:
+                    self._table.alter_columns({"path": name, "data_type": want})
+            else:
+                self._table.add_columns(SCHEMA.field(name))
+            added.append(name)
+        self.migrated = added
+        return added
+
+    # -- writes -------------------------------------------------------------------------
+    def add(self, memories: Sequence[Memory]) -> None:
+        if memories:
+            self._table.add(to_table(list(memories)))
+
+    def update(self, ids: Sequence[str], values: dict[str, Any] | None = None,
+               values_sql: dict[str, str] | None = None) -> None:
+        if ids:
+            self._table.update(where=sql_in("id", ids), values=values, values_sql=values_sql)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._table.delete(sql_in("id", ids))
+
+    def purge_history(self) -> None:
+        """Rewrite fragments holding deleted rows, then drop every old version, so that erased
+        rows leave the files on disk. (`optimize()` alone keeps a fragment whose deleted share
+        is under 10%, text included.) Other processes re-read the latest version on their
+        next query."""
+        ds = self._table.to_lance()
+        ds.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+        self._table.checkout_latest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "cleanup_older_than=0" caution is the point
+            self._table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+
+    # -- reads --------------------------------------------------------------------------
+    def version(self) -> int:
+        return int(self._table.version)
+
+    def count(self, where: str | None = None) -> int:
+        return int(self._table.count_rows(where))
+
+    def scan(self, where: str | None = None, columns: Sequence[str] | None = None,
+             limit: int | None = None) -> pa.Table:
+        query = self._table.search()
+        if where:
+            query = query.where(where)
+        query = query.select(list(columns or LIGHT_COLUMNS))
+        query = query.limit(limit if limit is not None else max(self.count(where), 1))
+        return query.to_arrow()
+
+    def rows(self, where: str | None = None, with_vector: bool = False,
+             limit: int | None = None) -> list[Memory]:
+        columns = [*LIGHT_COLUMNS, "vector"] if with_vector else LIGHT_COLUMNS
+        return [Memory.from_row(r) for r in self.scan(where, columns, limit).to_pylist()]
+
+    def get(self, ids: Sequence[str], with_vector: bool = False) -> list[Memory]:
+        if not ids:
+            return []
+        found = {m.id: m for m in self.rows(sql_in("id", ids), with_vector, len(ids))}
+        return [found[i] for i in ids if i in found]
+
+    def vector_search(self, vector: np.ndarray, where: str, limit: int) -> list[tuple[str, float]]:
+        """Ids and cosine similarities of the nearest memories matching `where`."""
+        if limit <= 0:
+            return []
+        result = (
+            self._table.search(vector.astype(np.float32), vector_column_name="vector")
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select(["id", "_distance"])
+            .limit(limit)
+            .to_arrow()
+        )
+        ids = result.column("id").to_pylist()
+        dists = result.column("_distance").to_pylist()
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]

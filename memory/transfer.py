@@ -1,0 +1,107 @@
+"""JSONL export and import. Import is idempotent: an id or a text already present is skipped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from memory.errors import MemctlError
+from memory.record import Memory, is_valid_id
+from memory.service import Memories
+
+EXPORT_FORMAT = "memctl/1"
+BATCH = 128
+
+
+def export_rows(mem: Memories) -> Iterator[dict[str, Any]]:
+    where = f"project = '{mem.project.key.replace(chr(39), chr(39) * 2)}'"
+    rows = mem.store.table.rows(where)
+    rows.sort(key=lambda m: m.id)
+    for memory in rows:
+        yield {"format": EXPORT_FORMAT, **memory.to_public()}
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memory:
+    memory = mem.prepare(
+        obj.get("text"),
+        kind=obj.get("kind") or "note",
+        title=obj.get("title"),
+        tags=obj.get("tags"),
+        files=obj.get("files"),
+        importance=obj.get("importance"),
+        # Whatever the file claims, imported text has not been vouched for here.
+        source="import",
+        agent=obj.get("agent") if isinstance(obj.get("agent"), str) else None,
+        session=obj.get("session") if isinstance(obj.get("session"), str) else None,
+        commit_sha=obj.get("commit_sha") if isinstance(obj.get("commit_sha"), str) else None,
+        valid_from=_time(obj.get("valid_from")),
+    )
+    given = obj.get("id")
+    if isinstance(given, str) and is_valid_id(given):
+        owner = mem.store.table.get([given])
+        if not owner or owner[0].project == mem.project.key:
+            memory.id = given  # same id: re-importing the same file is a no-op
+        # else: the id belongs to another project's memory (an export imported next to
+        # its origin): keep the fresh id and remap links to it.
+        id_map[given] = memory.id
+    created = _time(obj.get("created_at"))
+    if created:
+        memory.created_at = created
+    for key in ("supersedes", "superseded_by"):
+        if isinstance(obj.get(key), str) and is_valid_id(obj[key]):
+            setattr(memory, key, obj[key])
+    memory.valid_to = _time(obj.get("valid_to"))
+    if obj.get("status") == "archived":
+        memory.status = "archived"
+    return memory
+
+
+def import_lines(mem: Memories, lines: Sequence[str],
+                 advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Parse every line first (so links can be remapped), then embed and store in batches.
+    `advance` is called with the number of lines dealt with."""
+    skipped = 0
+    errors: list[dict[str, Any]] = []
+    pending: list[Memory] = []
+    seen_hashes: set[str] = set()
+    id_map: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            if advance:
+                advance(1)
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise MemctlError("expected a JSON object")
+            memory = _record(mem, obj, id_map)
+        except (json.JSONDecodeError, RecursionError, MemctlError) as exc:
+            errors.append({"line": number, "error": str(exc)[:200]})
+            if advance:
+                advance(1)
+            continue
+        if (memory.content_hash in seen_hashes or mem.store.table.get([memory.id])
+                or mem.find_duplicate(memory)):
+            skipped += 1
+            if advance:
+                advance(1)
+            continue
+        seen_hashes.add(memory.content_hash)
+        pending.append(memory)
+    for m in pending:  # links between records of this file follow their new ids
+        m.supersedes = id_map.get(m.supersedes or "", m.supersedes)
+        m.superseded_by = id_map.get(m.superseded_by or "", m.superseded_by)
+    mem.insert_many(pending, batch=BATCH, progress=advance)
+    return {"imported": len(pending), "skipped": skipped, "errors": errors}

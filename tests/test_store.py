@@ -1,0 +1,88 @@
+"""Store-level guarantees: write order and recovery, doctor, schema migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+
+from memory.config import paths
+from memory.project import Project
+from memory.record import SCHEMA
+from memory.service import LazyEmbedder, Memories
+from memory.store import LexicalDoc, MemoryStore
+
+
+def test_crash_between_table_and_index_is_recovered_on_open(mem: Memories, home: Path,
+                                                            embedder) -> None:
+    acked = mem.prepare("The retry budget for uploads is five attempts", kind="fact")
+    acked.vector = embedder.embed([acked.text])[0].tolist()
+    # The table write is the acknowledgement; simulate dying before the index write.
+    mem.store.table.add([acked])
+    assert acked.id not in mem.store.lexical.all_ids()
+
+    reopened = MemoryStore(paths(home))  # what the next process does
+    assert acked.id in reopened.lexical.all_ids()
+    assert reopened.doctor().clean
+    again = Memories(reopened, LazyEmbedder(lambda: embedder), mem.project)
+    hits = again.search("upload retry budget", None)
+    assert hits[0].memory.id == acked.id and "lexical" in hits[0].ranks
+
+
+def test_doctor_reports_and_repairs_a_diverged_index(mem: Memories) -> None:
+    ids = [mem.remember(f"Fact {i}: service {i} owns queue q{i}", kind="fact").id
+           for i in range(4)]
+    store = mem.store
+    store.lexical.write(delete=[ids[0], ids[1]],
+                        add=[LexicalDoc("00000000000000ff", "test", "ghost document")])
+    report = store.doctor(repair=False)
+    assert report.missing_from_index == sorted(ids[:2])
+    assert report.orphans_in_index == ["00000000000000ff"]
+    assert not report.clean and not report.repaired
+
+    fixed = store.doctor(repair=True)
+    assert fixed.repaired
+    assert store.doctor().clean
+    assert store.lexical.all_ids() == set(ids)
+
+
+def test_doctor_repairs_a_half_done_supersede(mem: Memories) -> None:
+    old = mem.remember("Releases are cut from main", kind="decision").id
+    new = mem.prepare("Releases are cut from release branches", kind="decision",
+                      supersedes=old)
+    new.vector = mem._embed([new.text])[0].tolist()
+    mem.store.insert([new])  # crash before the old record was marked superseded
+    report = mem.store.doctor(repair=True)
+    assert report.broken_supersede_links == [new.id]
+    assert mem.get(old).superseded_by == new.id
+    assert mem.store.doctor().clean
+
+
+def test_schema_migration_from_version_1(home: Path, embedder) -> None:
+    # A version-1 store lacked links, status and redactions.
+    v1 = pa.schema([f for f in SCHEMA if f.name not in ("links", "status", "redactions")])
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    row = {f.name: None for f in v1}
+    row.update(id="0000000000000abc", project="legacy", kind="decision",
+               text="Old stores keep working after an upgrade", content_hash="h",
+               created_at=now, valid_from=now, updated_at=now, source="user",
+               tags=["x"], entities=[], files=[], importance=0.5, trust_alpha=4.0,
+               trust_beta=1.0, access_count=0,
+               vector=embedder.embed(["Old stores keep working after an upgrade"])[0].tolist())
+    p = paths(home).ensure()
+    db = lancedb.connect(str(p.lance))
+    db.create_table("memories", pa.Table.from_pylist([row], schema=v1))
+
+    store = MemoryStore(p)
+    assert set(store.migrated) == {"links", "status", "redactions"}
+    assert store.table.missing_columns() == []
+    mem = Memories(store, LazyEmbedder(lambda: embedder), Project("legacy", "legacy"))
+    old = mem.get("0000000000000abc")
+    assert old.status == "active" and old.links == [] and old.redactions == []
+    hits = mem.search("do old stores keep working after upgrading", None)
+    assert hits and hits[0].memory.id == old.id
+    new = mem.remember("New memories land next to migrated ones", kind="note")
+    assert mem.get(new.id).status == "active"
+    assert MemoryStore(p).migrated == []  # idempotent
