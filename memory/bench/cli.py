@@ -1,0 +1,101 @@
+"""`memctl bench ...`: benchmarks are commands that print what they measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memory.errors import InputError
+
+bench_app = typer.Typer(help="Benchmarks: each prints what it measured (--json for scripts).",
+                        no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def scratch_home() -> Iterator[Path]:
+    """A throwaway data dir, seeded with the user's converted models to skip reconversion."""
+    from memory.config import paths
+
+    home = Path(tempfile.mkdtemp(prefix="memctl-bench-"))
+    try:
+        user_models = paths().models
+        if user_models.is_dir():
+            (home / "models").mkdir()
+            for f in user_models.iterdir():
+                if f.is_file() and not f.name.endswith(".lock"):
+                    try:
+                        os.link(f, home / "models" / f.name)
+                    except OSError:
+                        shutil.copy2(f, home / "models" / f.name)
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.3f}"
+
+
+@bench_app.command()
+def locomo(
+    data: Annotated[Path, typer.Option("--data", help="Directory of LoCoMo conversation "
+                    "JSON files (e.g. ../shared/data/locomo-dev).")],
+    mode: Annotated[str, typer.Option("--mode", help="fused, bm25, vector or all.")] = "all",
+    k: Annotated[str, typer.Option("-k", help="Cut-offs to report (5,10).")] = "5,10",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Turn- and session-level recall on LoCoMo: each conversation in a fresh project."""
+    from rich.progress import Progress
+
+    from memory.app import open_context
+    from memory.bench import locomo as lb
+
+    if not data.is_dir():
+        raise InputError(f"no such directory: {data}")
+    modes = list(lb.MODES) if mode == "all" else [m.strip() for m in mode.split(",")]
+    cutoffs = [int(x) for x in k.split(",") if x.strip()]
+    if any(c not in (5, 10) for c in cutoffs):
+        raise InputError("-k takes 5 and/or 10")
+    with scratch_home() as home, Progress(console=err, transient=True) as bar:
+        ctx = open_context(home)
+        task = bar.add_task("loading", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, description=label, completed=done, total=total)
+
+        result = lb.run(ctx.memories, data, modes, progress)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    _locomo_table(result, cutoffs)
+
+
+def _locomo_table(result: dict[str, Any], cutoffs: list[int]) -> None:
+    table = Table(title=f"LoCoMo: {result['conversations']} conversations, "
+                        f"{result['questions']} questions (categories 1-4)")
+    table.add_column("mode")
+    table.add_column("scope")
+    for c in cutoffs:
+        table.add_column(f"turn R@{c}", justify="right")
+    table.add_column("session R@5", justify="right")
+    table.add_column("MRR", justify="right")
+    for mode, s in result["modes"].items():
+        rows = [("all", s), *((f"cat {c}", v) for c, v in s["per_category"].items())]
+        for scope, v in rows:
+            table.add_row(mode, f"{scope} ({v['questions']})",
+                          *(_pct(v[f"turn_recall@{c}"]) for c in cutoffs),
+                          _pct(v["session_recall@5"]), _pct(v["mrr"]))
+    out.print(table)
