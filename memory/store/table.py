@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -14,9 +14,15 @@ import pyarrow as pa
 
 from memory.record import COLUMN_DEFAULTS, SCHEMA, Memory, to_table
 
+T = TypeVar("T")
 TABLE = "memories"
 # Columns read for ranking and display; the vector is only read when asked for.
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
+
+
+# A hard erase in another process removes old versions' files; a read planned against one
+# of them fails with this, and succeeds once it re-reads the latest version.
+VANISHED = "Not found"
 
 
 def sql_str(value: str) -> str:
@@ -69,7 +75,11 @@ class MemoryTable:
     def update(self, ids: Sequence[str], values: dict[str, Any] | None = None,
                values_sql: dict[str, str] | None = None) -> None:
         if ids:
-            self._table.update(where=sql_in("id", ids), values=values, values_sql=values_sql)
+            # LanceDB takes either literal values or SQL expressions in one call, not both.
+            if values:
+                self._table.update(where=sql_in("id", ids), values=values)
+            if values_sql:
+                self._table.update(where=sql_in("id", ids), values_sql=values_sql)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -88,20 +98,33 @@ class MemoryTable:
             self._table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
     # -- reads --------------------------------------------------------------------------
+    def _read(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (RuntimeError, OSError, ValueError) as exc:
+            if VANISHED not in str(exc):
+                raise
+            self._table.checkout_latest()
+            return fn()
+
     def version(self) -> int:
         return int(self._table.version)
 
     def count(self, where: str | None = None) -> int:
-        return int(self._table.count_rows(where))
+        return self._read(lambda: int(self._table.count_rows(where)))
 
     def scan(self, where: str | None = None, columns: Sequence[str] | None = None,
              limit: int | None = None) -> pa.Table:
-        query = self._table.search()
-        if where:
-            query = query.where(where)
-        query = query.select(list(columns or LIGHT_COLUMNS))
-        query = query.limit(limit if limit is not None else max(self.count(where), 1))
-        return query.to_arrow()
+        def run() -> pa.Table:
+            query = self._table.search()
+            if where:
+                query = query.where(where)
+            query = query.select(list(columns or LIGHT_COLUMNS))
+            # No limit means every matching row (LanceDB's default limit is 10).
+            query = query.limit(limit) if limit is not None else query.limit(None)
+            return query.to_arrow()
+
+        return self._read(run)
 
     def rows(self, where: str | None = None, with_vector: bool = False,
              limit: int | None = None) -> list[Memory]:
@@ -118,8 +141,8 @@ class MemoryTable:
         """Ids and cosine similarities of the nearest memories matching `where`."""
         if limit <= 0:
             return []
-        result = (
-            self._table.search(vector.astype(np.float32), vector_column_name="vector")
+        result = self._read(
+            lambda: self._table.search(vector.astype(np.float32), vector_column_name="vector")
             .distance_type("cosine")
             .where(where, prefilter=True)
             .select(["id", "_distance"])
