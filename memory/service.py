@@ -286,10 +286,11 @@ class Memories:
         return self.get(memory.id)
 
     # -- reads -------------------------------------------------------------------------
-    def search(self, query: object, options: RecallOptions | None = None) -> list[Hit]:
+    def search(self, query: object, options: RecallOptions | None = None,
+               timings: dict[str, float] | None = None) -> list[Hit]:
         text = sanitize.clean_text(query, "query", 4_000)
         return recall(self.store, self._embed, self.project.key, text,
-                      options or RecallOptions())
+                      options or RecallOptions(), timings)
 
     def list(self, *, kind: str | None = None, status: str | None = "active",
              include_superseded: bool = False, limit: int = 50) -> list[Memory]:

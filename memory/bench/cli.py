@@ -99,3 +99,48 @@ def _locomo_table(result: dict[str, Any], cutoffs: list[int]) -> None:
                           *(_pct(v[f"turn_recall@{c}"]) for c in cutoffs),
                           _pct(v["session_recall@5"]), _pct(v["mrr"]))
     out.print(table)
+
+
+@bench_app.command()
+def latency(
+    n: Annotated[str, typer.Option("--n", help="Project sizes to build, comma-separated.")
+                 ] = "10000,100000",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Recall latency (p50/p95/p99, query embedding included), per-channel time, ingest
+    rate, disk size and peak RSS on synthetic projects of realistic memories."""
+    from rich.progress import Progress
+
+    from memory.app import open_context
+    from memory.bench.latency import run_size
+
+    try:
+        sizes = [int(x.replace("_", "")) for x in n.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--n takes sizes like 10000,100000, not {n!r}") from None
+    if not sizes or any(s < 100 or s > 2_000_000 for s in sizes):
+        raise InputError("--n sizes must be between 100 and 2,000,000")
+    results: dict[str, Any] = {}
+    for size in sorted(sizes):
+        with scratch_home() as home, Progress(console=err, transient=True) as bar:
+            task = bar.add_task("loading", total=None)
+
+            def progress(label: str, done: int, total: int, bar=bar, task=task) -> None:
+                bar.update(task, description=label, completed=done, total=total)
+
+            results[str(size)] = run_size(open_context(home), size, progress)
+    if as_json:
+        sys.stdout.write(json.dumps({"sizes": results}) + "\n")
+        return
+    table = Table(title="Recall latency (end to end, query embedding included)")
+    for col in ("memories", "p50 ms", "p95 ms", "p99 ms", "batch ingest/s", "single ingest/s",
+                "disk MB", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    for size, r in results.items():
+        table.add_row(f"{int(size):,}", str(r["p50_ms"]), str(r["p95_ms"]), str(r["p99_ms"]),
+                      str(r["batch_ingest_per_s"]), str(r["single_ingest_per_s"]),
+                      str(r["disk_mb"]), str(r["rss_mb"]))
+    out.print(table)
+    for size, r in results.items():
+        parts = ", ".join(f"{k} {v} ms" for k, v in r["channel_ms"].items())
+        out.print(f"[dim]{int(size):,}: per channel: {parts}[/dim]")

@@ -7,6 +7,7 @@ user can see why it ranked.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,7 +78,9 @@ def _visibility(project: str, opts: RecallOptions, window: TimeWindow | None) ->
 
 
 def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], project: str,
-           text: str, opts: RecallOptions) -> list[Hit]:
+           text: str, opts: RecallOptions, timings: dict[str, float] | None = None
+           ) -> list[Hit]:
+    """Ranked hits for `text`. If `timings` is given, seconds spent per channel are added."""
     k = max(1, min(int(opts.k), MAX_K))
     now = opts.now or utcnow()
     window = parse_time_expression(text, now)
@@ -89,19 +92,28 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     q = Query(project=project, text=core, vector=None, where=where,
               limit=limit, files=list(opts.files))
     if active & {"semantic", "temporal"}:
+        started = time.perf_counter()
         q.vector = embed([core])[0]
+        if timings is not None:
+            timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
 
     rankings: dict[str, list[str]] = {}
-    if "semantic" in active:
-        rankings["semantic"] = [i for i, _ in semantic.search(store, q)]
-    if "lexical" in active:
-        rankings["lexical"] = [i for i, _ in lexical.search(store, q)]
-    if "entity" in active:
-        rankings["entity"] = [i for i, _ in entity.search(store, q)]
-    if "temporal" in active and window is not None:
-        rankings["temporal"] = [i for i, _ in temporal.search(store, q, window)]
-    if "context" in active and q.files:
-        rankings["context"] = [i for i, _ in context.search(store, q)]
+    runs: dict[str, Callable[[], list[tuple[str, float]]]] = {
+        "semantic": lambda: semantic.search(store, q),
+        "lexical": lambda: lexical.search(store, q),
+        "entity": lambda: entity.search(store, q),
+        "temporal": lambda: temporal.search(store, q, window),
+        "context": lambda: context.search(store, q),
+    }
+    skip = {"temporal"} if window is None else set()
+    if not q.files:
+        skip.add("context")
+    for name, run in runs.items():
+        if name in active and name not in skip:
+            started = time.perf_counter()
+            rankings[name] = [i for i, _ in run()]
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
     fused = fusion.rrf(rankings, fusion.DEFAULT_WEIGHTS)
     if not fused:

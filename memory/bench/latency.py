@@ -1,0 +1,77 @@
+"""`memctl bench latency`: recall latency, per-channel time, ingest rate, disk and RSS."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memory.app import Context
+from memory.bench import synthetic
+from memory.project import Project
+from memory.recall import RecallOptions
+from memory.record import Memory
+
+QUERIES = 300
+SINGLE_WRITES = 100
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def _disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def run_size(ctx: Context, n: int, progress: Callable[[str, int, int], None] | None = None
+             ) -> dict[str, Any]:
+    mem = ctx.memories(Project(f"bench-{n}", f"bench-{n}"))
+    ctx.embedder()  # model load is not part of ingest or recall time
+    items = synthetic.generate(n)
+    records: list[Memory] = []
+    for kind, text, when in items:
+        records.append(mem.prepare(text, kind=kind, source="agent", valid_from=when))
+    done = 0
+
+    def step(k: int) -> None:
+        nonlocal done
+        done += k
+        if progress:
+            progress(f"ingest {n:,}", done, n)
+
+    started = time.perf_counter()
+    mem.insert_many(records, batch=512, progress=step)
+    batch_rate = n / (time.perf_counter() - started)
+
+    singles = synthetic.generate(SINGLE_WRITES, seed=99)
+    started = time.perf_counter()
+    for kind, text, when in singles:
+        mem.remember(text + " (single write)", kind=kind, source="agent", valid_from=when)
+    single_rate = SINGLE_WRITES / (time.perf_counter() - started)
+
+    timings: dict[str, float] = {}
+    latencies: list[float] = []
+    qs = synthetic.queries(QUERIES)
+    for warm in qs[:10]:
+        mem.search(warm, RecallOptions(k=10))
+    for i, q in enumerate(qs):
+        started = time.perf_counter()
+        mem.search(q, RecallOptions(k=10), timings)
+        latencies.append((time.perf_counter() - started) * 1000)
+        if progress:
+            progress(f"recall {n:,}", i + 1, len(qs))
+    return {
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(_pct(latencies, 95), 2),
+        "p99_ms": round(_pct(latencies, 99), 2),
+        "channel_ms": {k: round(v / len(qs) * 1000, 2) for k, v in sorted(timings.items())},
+        "batch_ingest_per_s": round(batch_rate, 1),
+        "single_ingest_per_s": round(single_rate, 1),
+        "disk_mb": round(_disk_mb(ctx.paths.home), 1),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
