@@ -254,6 +254,31 @@ def release(memory_id: Annotated[str, typer.Argument(help="Memory id.")],
 
 
 @app.command()
+def briefing(
+    file: Annotated[list[str] | None, typer.Option("--file", "-f",
+                    help="Files you are about to work on: their memories come first.")] = None,
+    budget: Annotated[int, typer.Option(help="Character budget (200-20000).")] = 2000,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What an agent should know when a session starts: conventions, decisions, open bugs,
+    recent work, ranked by trust and retention, within a character budget."""
+    from memory.briefing import briefing as make_briefing
+
+    if not 200 <= budget <= 20_000:
+        raise InputError("--budget must be between 200 and 20000 characters")
+    result = make_briefing(_memories(project), files=file or (), budget=budget)
+    if as_json:
+        emit_json({"project": result.project, "text": result.text, "chars": result.chars,
+                   "omitted": result.omitted,
+                   "ids": [item.memory.id for item in result.items]})
+    elif result.items:
+        print(result.text)
+    else:
+        err.print("nothing to brief yet")
+
+
+@app.command()
 def stats(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Counts by kind, status and source for the project."""
     mem = _memories(project)

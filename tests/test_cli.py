@@ -178,3 +178,13 @@ def test_git_subdirectory_resolves_to_repo_root(cli: CliRunner, make_repo) -> No
     git(repo, "commit", "-qm", "init")
     mid = add(cli, "Root-level memory", cwd=repo / "a" / "b")
     assert cli("show", mid, "--json", cwd=repo).json()["project"] == str(repo.resolve())
+
+
+def test_briefing_lists_current_knowledge_within_budget(cli: CliRunner) -> None:
+    conv = add(cli, "Always run make test before pushing", "--kind", "convention")
+    old = add(cli, "We deploy with Heroku", "--kind", "decision")
+    new = add(cli, "We deploy with Fly.io, not Heroku", "--kind", "decision", "--supersedes", old)
+    out = cli("briefing", "--json", "--budget", "600").json()
+    assert conv in out["ids"] and new in out["ids"] and old not in out["ids"]
+    assert out["chars"] <= 600 and "## conventions" in out["text"]
+    assert cli("briefing", "--budget", "5").code == 2

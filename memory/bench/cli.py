@@ -144,3 +144,23 @@ def latency(
     for size, r in results.items():
         parts = ", ".join(f"{k} {v} ms" for k, v in r["channel_ms"].items())
         out.print(f"[dim]{int(size):,}: per channel: {parts}[/dim]")
+
+
+@bench_app.command()
+def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")
+                               ] = False) -> None:
+    """Cold start of `memctl serve` driven by a real MCP client over stdio: time to the
+    initialize reply, to tools/list, to the first recall answer, and RSS after it."""
+    from mcp_server.bench import bench_startup
+
+    with scratch_home() as home:
+        result = bench_startup(home)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title="MCP server cold start (stdio, real client)")
+    for col in ("initialize s", "tools/list s", "first recall s", "RSS MB"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(result[k]) for k in ("initialize_s", "tools_list_s", "first_recall_s",
+                                             "rss_mb")))
+    out.print(table)
