@@ -288,7 +288,7 @@ def test_rrf_ties_are_deterministic_and_duplicates_count_once() -> None:
 def test_rrf_uses_default_weights_and_rejects_bad_arguments() -> None:
     assert set(DEFAULT_WEIGHTS) == {"semantic", "lexical", "entity", "temporal", "context"}
     fused = rrf({"temporal": ["a"]})
-    assert fused["a"].score == pytest.approx(DEFAULT_WEIGHTS["temporal"] / 61)
+    assert fused["a"].score == pytest.approx(DEFAULT_WEIGHTS["temporal"] / (fusion.DEFAULT_K + 1))
     with pytest.raises(ValueError):
         rrf({"x": ["a"]}, weights={"x": -1.0})
     with pytest.raises(ValueError):
@@ -351,8 +351,22 @@ def test_max_score_normalises_to_one_for_a_top_hit() -> None:
 
 
 def test_final_score_and_explanation() -> None:
-    assert final_score(0.5, 1.2, 0.5) == pytest.approx(0.3)
+    # trust enters as its square root, decay as at most a 30% cut: relevance comes first
+    assert final_score(0.5, 1.21, 0.5) == pytest.approx(0.5 * 1.1 * 0.85)
+    assert final_score(0.5, 1.0, 1.0) == pytest.approx(0.5)
+    assert final_score(0.5, 1.0, 0.0) == pytest.approx(0.35)
     fused = rrf({"lexical": ["a"]}, weights={})
     why = fusion.explain(fused["a"], trust_weight=1.2, rank_factor=0.9)
-    assert why.score == pytest.approx(fused["a"].score * 1.2 * 0.9)
+    assert why.score == pytest.approx(fused["a"].score * fusion.gentle(1.2, 0.9))
     assert "lexical#1" in why.describe()
+
+
+def test_smooth_gives_neighbours_a_share_of_the_score() -> None:
+    ranked = [("a", 10.0), ("c", 2.0)]
+    neighbours = {"a": ["b"], "c": ["b", "d"]}
+    out = dict(fusion.smooth(ranked, neighbours, 0.4))
+    assert out["a"] == 10.0 and out["c"] == 2.0
+    assert out["b"] == pytest.approx(4.0)  # the best share, not a sum over neighbours
+    assert out["d"] == pytest.approx(0.8)
+    assert [i for i, _ in fusion.smooth(ranked, neighbours, 0.4)][:2] == ["a", "b"]
+    assert fusion.smooth(ranked, {}, 0.4) == sorted(ranked, key=lambda kv: -kv[1])

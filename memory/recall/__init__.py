@@ -24,8 +24,13 @@ from memory.timeparse import TimeWindow, parse_time_expression, strip_time_expre
 
 CHANNELS = ("semantic", "lexical", "entity", "temporal", "context")
 MAX_K = 100
-NEIGHBOUR_SHARE = 0.3  # share of a strong hit's relevance given to its turn/commit neighbours
+# Neighbours in time (adjacent memories of one session: conversation turns, one agent
+# session's notes) share scores twice: within a channel before fusion (SMOOTH), and from the
+# strongest fused hits after it (NEIGHBOUR_SHARE). Measured on LoCoMo dev: +3.5 points R@5.
+SMOOTH = {"lexical": 0.4, "semantic": 0.2}
+NEIGHBOUR_SHARE = 0.4
 NEIGHBOUR_SEEDS = 3
+MAX_SESSION_ROWS = 5_000
 
 
 @dataclass
@@ -97,7 +102,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         if timings is not None:
             timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
 
-    rankings: dict[str, list[str]] = {}
+    scored: dict[str, list[tuple[str, float]]] = {}
     runs: dict[str, Callable[[], list[tuple[str, float]]]] = {
         "semantic": lambda: semantic.search(store, q),
         "lexical": lambda: lexical.search(store, q),
@@ -111,23 +116,35 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     for name, run in runs.items():
         if name in active and name not in skip:
             started = time.perf_counter()
-            rankings[name] = [i for i, _ in run()]
+            scored[name] = run()
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
+    neighbours = _session_neighbours(store, where, {i for lst in scored.values() for i, _ in lst})
+    rankings = {
+        name: [i for i, _ in fusion.smooth(lst, neighbours, SMOOTH[name])]
+        if name in SMOOTH and neighbours else [i for i, _ in lst]
+        for name, lst in scored.items()
+    }
     fused = fusion.rrf(rankings, fusion.DEFAULT_WEIGHTS)
     if not fused:
         return []
     top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
     relevance = {i: fusion.normalised(s, top_possible) for i, s in fused.items()}
-    ranks = {i: s.ranks for i, s in fused.items()}
+    ranks = {i: dict(s.ranks) for i, s in fused.items()}
+    seeds = sorted(relevance, key=lambda i: -relevance[i])[:NEIGHBOUR_SEEDS]
+    for seed in seeds:
+        for nb in neighbours.get(seed, ()):
+            if NEIGHBOUR_SHARE * relevance[seed] > relevance.get(nb, 0.0):
+                relevance[nb] = NEIGHBOUR_SHARE * relevance[seed]
+                ranks.setdefault(nb, {})
 
     # Visibility comes from the table, the source of truth (the index does not know it).
-    pool = sorted(relevance, key=lambda i: -relevance[i])[: limit * 2]
-    rows = {m.id: m for m in store.table.rows(f"({where}) AND {sql_in('id', pool)}")}
-    _add_neighbours(store, where, rows, relevance, ranks)
-
-    hits = [_score(m, relevance[m.id], ranks.get(m.id, {}), now) for m in rows.values()]
+    pool = sorted(relevance, key=lambda i: (-relevance[i], i))[: limit * 2]
+    rows = store.table.rows(f"({where}) AND {sql_in('id', pool)}")
+    best = max((relevance[m.id] for m in rows), default=1.0) or 1.0
+    hits = [_score(m, relevance[m.id], relevance[m.id] / best, ranks.get(m.id, {}), now)
+            for m in rows]
     hits.sort(key=lambda h: (-h.score, h.memory.id))
     hits = hits[:k]
     if opts.reinforce and hits:
@@ -135,7 +152,32 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     return hits
 
 
-def _score(memory: Memory, relevance: float, ranks: dict[str, int], now: datetime) -> Hit:
+def _session_neighbours(store: MemoryStore, where: str, ids: set[str]) -> dict[str, list[str]]:
+    """Adjacent memories (previous and next by id, i.e. by creation) within each session."""
+    if not ids:
+        return {}
+    rows = store.table.scan(f"({where}) AND {sql_in('id', sorted(ids))} AND session IS NOT NULL",
+                            ["session"]).column("session").to_pylist()
+    sessions = sorted(set(rows))
+    if not sessions:
+        return {}
+    members = store.table.scan(f"({where}) AND {sql_in('session', sessions)}",
+                               ["id", "session"], limit=MAX_SESSION_ROWS).to_pylist()
+    by_session: dict[str, list[str]] = {}
+    for r in members:
+        by_session.setdefault(r["session"], []).append(r["id"])
+    out: dict[str, list[str]] = {}
+    for group in by_session.values():
+        group.sort()
+        for n, doc_id in enumerate(group):
+            out[doc_id] = [group[j] for j in (n - 1, n + 1) if 0 <= j < len(group)]
+    return out
+
+
+def _score(memory: Memory, relevance: float, strength: float, ranks: dict[str, int],
+           now: datetime) -> Hit:
+    """`relevance`: fused score over the best possible; `strength`: over this query's best
+    hit (the decay floor rises with it, so the query's strongest match stays findable)."""
     trust = trust_mod.mean(memory.trust_alpha, memory.trust_beta)
     age_days = max(0.0, (now - memory.valid_from).total_seconds() / 86400.0)
     if memory.last_accessed_at is not None:
@@ -146,31 +188,9 @@ def _score(memory: Memory, relevance: float, ranks: dict[str, int], now: datetim
     score = fusion.final_score(
         relevance,
         trust_mod.weight(memory.trust_alpha, memory.trust_beta),
-        decay.rank_factor(retention, min(1.0, relevance)),
+        decay.rank_factor(retention, min(1.0, strength)),
     )
     return Hit(memory, score, relevance, dict(ranks), trust, retention)
-
-
-def _add_neighbours(store: MemoryStore, where: str, rows: dict[str, Memory],
-                    relevance: dict[str, float], ranks: dict[str, dict[str, int]]) -> None:
-    """Neighbours in time of the strongest hits (same session or commit) share their score."""
-    seeds = [m for m in sorted(rows.values(), key=lambda m: -relevance[m.id])[:NEIGHBOUR_SEEDS]
-             if m.session or m.commit_sha]
-    for seed in seeds:
-        key, value = ("session", seed.session) if seed.session else ("commit_sha", seed.commit_sha)
-        group = store.table.rows(f"({where}) AND {key} = {sql_str(str(value))}", limit=500)
-        group.sort(key=lambda m: m.id)  # ids are time-ordered: ingest order within the group
-        idx = next((n for n, m in enumerate(group) if m.id == seed.id), None)
-        if idx is None:
-            continue
-        for n in (idx - 1, idx + 1):
-            if 0 <= n < len(group):
-                nb = group[n]
-                share = NEIGHBOUR_SHARE * relevance[seed.id]
-                if share > relevance.get(nb.id, 0.0):
-                    relevance[nb.id] = share
-                    ranks.setdefault(nb.id, {})
-                rows.setdefault(nb.id, nb)
 
 
 def _reinforce(store: MemoryStore, ids: list[str], now: datetime) -> None:

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 # Channel weights. Placeholders until tuned on recall evaluations: the two content
 # channels lead; entity/graph links are strong but sparser; context-file matches and time
 # are supporting signals.
+# Tuned on the LoCoMo dev split (`memctl bench locomo`): BM25 over stemmed verbatim text is
+# the stronger channel; MiniLM vectors add recall at a lower weight. The optimum is flat
+# (weights 0.4-0.8, k 3-8 all within a point of each other), so these are not noise-fitted.
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "semantic": 1.0,
+    "semantic": 0.6,
     "lexical": 1.0,
     "entity": 0.8,
     "context": 0.6,
@@ -23,8 +26,13 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 # Weight of a channel missing from the weights mapping in use.
 DEFAULT_CHANNEL_WEIGHT = 1.0
-# The usual RRF constant: damps the gap between rank 1 and rank 2.
-DEFAULT_K = 60
+# RRF constant. The usual 60 flattens ranks so much that a weak channel's top hits drown a
+# strong channel's; 5 keeps the first ranks decisive (measured: +6 points turn R@5).
+DEFAULT_K = 5
+# How far decay may lower a score (at most 30%), and how strongly trust scales it: relevance
+# stays the first criterion, trust and retention order what is about equally relevant.
+DECAY_WEIGHT = 0.3
+TRUST_EXPONENT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +112,30 @@ def normalised(score: FusedScore | float, maximum: float) -> float:
     return min(1.0, max(0.0, value / maximum))
 
 
-def final_score(relevance: float, trust_weight: float, rank_factor: float) -> float:
-    """Relevance scaled by the trust multiplier and the decay rank factor.
+def smooth(
+    ranked: Sequence[tuple[str, float]],
+    neighbours: Mapping[str, Sequence[str]],
+    share: float,
+) -> list[tuple[str, float]]:
+    """Give each id's neighbours (adjacent memories of the same session) `share` of its
+    channel score, added to their own. A reply ("yes, it was great!") inherits the words of
+    the question it answers. Returns ids best first."""
+    scores = dict(ranked)
+    out = dict(scores)
+    for doc_id, score in ranked:
+        for nb in neighbours.get(doc_id, ()):
+            out[nb] = max(out.get(nb, 0.0), scores.get(nb, 0.0) + share * score)
+    return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    A product, so each part reads as "x times": trust 1.2 means 20% above neutral.
-    """
-    return relevance * trust_weight * rank_factor
+
+def gentle(trust_weight: float, rank_factor: float) -> float:
+    """The multiplier applied to relevance: trust^0.5 x (1 - 0.3 x (1 - rank_factor))."""
+    return trust_weight**TRUST_EXPONENT * (1.0 - DECAY_WEIGHT * (1.0 - rank_factor))
+
+
+def final_score(relevance: float, trust_weight: float, rank_factor: float) -> float:
+    """Relevance scaled by trust and decay, gently (see `gentle`): monotonic in each part."""
+    return relevance * gentle(trust_weight, rank_factor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,6 +174,21 @@ class LexicalIndex:
         ids = searcher.fast_field_values("idn", [addr for _, addr in hits])
         return [(f"{idn:016x}", float(score)) for (score, _), idn in zip(hits, ids, strict=True)]
 
+    def share(self, project: str, field: str, text: str) -> dict[str, float]:
+        """For each stemmed term of `text`: the share of `project`'s documents holding it."""
+        self._index.reload()
+        searcher = self._index.searcher()
+        in_project = tantivy.Query.term_query(self.schema, "project", project)
+        total = searcher.search(in_project, 1, count=True).count or 1
+        out: dict[str, float] = {}
+        for term in stemmed_terms(text):
+            both = tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, in_project),
+                (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, field, term)),
+            ])
+            out[term] = searcher.search(both, 1, count=True).count / total
+        return out
+
     def count(self) -> int:
         self._index.reload()
         return int(self._index.searcher().num_docs)

@@ -33,14 +33,13 @@ def search(store: MemoryStore, q: Query) -> Ranked:
     for row in rows:
         best = 0.0
         for f in [*(row["files"] or []), *(row["entities"] or [])]:
-            norm = f.lstrip("./")
-            if norm in weights:
-                best = max(best, weights[norm])
-            else:
-                # A memory about a directory matches files under it.
-                for target, w in weights.items():
-                    if target.startswith(norm.rstrip("/") + "/"):
-                        best = max(best, 0.6 * w)
+            path = PurePosixPath(f.replace("\\", "/").lstrip("./"))
+            # The memory's file, then its directories: a note about src/config/parse.py
+            # concerns someone working on src/config/other.py, less so than the file itself.
+            for depth, anc in enumerate((path, *path.parents)):
+                if str(anc) in weights:
+                    best = max(best, weights[str(anc)] * 0.8**depth)
+                    break
         if best > 0:
             scored[row["id"]] = best
     return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[: q.limit]

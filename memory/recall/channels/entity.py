@@ -13,6 +13,9 @@ from memory.store import MemoryStore
 from memory.store.table import sql_in
 
 SEEDS = 5
+# An entity held by more than this share of the project's memories (a speaker in their own
+# conversation, the project's own package name) ranks nothing: leave it to other channels.
+MAX_ENTITY_SHARE = 0.1
 SPREAD = 0.5  # share of a seed's score passed to each linked memory
 
 
@@ -25,6 +28,9 @@ def query_entities(text: str) -> str:
 
 def search(store: MemoryStore, q: Query) -> Ranked:
     ents = query_entities(q.text)
+    if ents:
+        shares = store.lexical.share(q.project, "entities", ents)
+        ents = " ".join(t for t, share in shares.items() if 0 < share <= MAX_ENTITY_SHARE)
     hits = store.lexical.search(q.project, ents, q.limit, fields=["entities"]) if ents else []
     if not hits:
         return []
