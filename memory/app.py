@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +13,31 @@ from memory.project import Project, resolve_project
 from memory.service import LazyEmbedder, Memories
 from memory.store import MemoryStore
 
+Status = Callable[[str], AbstractContextManager[object]]
 
-def embedder_factory(p: Paths, progress: Callable[[str], None] | None = None
-                     ) -> Callable[[], Embedder]:
+
+def embedder_factory(p: Paths, status: Status | None = None) -> Callable[[], Embedder]:
+    """A loader for the embedder. `status(message)` (e.g. a spinner) is shown while the model
+    is being prepared (its one-time conversion); nothing is shown when it is cached."""
+
     def load() -> Embedder:
         # Heavy imports (llama.cpp) stay out of start-up paths until a model is needed.
         from memory.llm.convert import ensure_embedder_gguf
         from memory.llm.llama_embedder import LlamaEmbedder
 
-        return LlamaEmbedder(ensure_embedder_gguf(p.models, progress))
+        shown: list[AbstractContextManager[object]] = []
+
+        def on_progress(message: str) -> None:
+            if status is not None and not shown:
+                shown.append(status(message))
+                shown[0].__enter__()
+
+        try:
+            path = ensure_embedder_gguf(p.models, on_progress)
+        finally:
+            if shown:
+                shown[0].__exit__(None, None, None)
+        return LlamaEmbedder(path)
 
     return load
 
@@ -35,13 +52,12 @@ class Context:
         return Memories(self.store, self.embedder, project)
 
 
-def open_context(home: Path | None = None,
-                 progress: Callable[[str], None] | None = None) -> Context:
+def open_context(home: Path | None = None, status: Status | None = None) -> Context:
     p = paths(home)
     store = MemoryStore(p)
-    return Context(p, store, LazyEmbedder(embedder_factory(p, progress)))
+    return Context(p, store, LazyEmbedder(embedder_factory(p, status)))
 
 
 def open_memories(project: str | None = None, home: Path | None = None,
-                  progress: Callable[[str], None] | None = None) -> Memories:
-    return open_context(home, progress).memories(resolve_project(project))
+                  status: Status | None = None) -> Memories:
+    return open_context(home, status).memories(resolve_project(project))

@@ -43,14 +43,14 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
 
 
-def _model_note(message: str) -> None:
-    err.print(f"[dim]{escape(message)}[/dim]")
+def _model_status(message: str):  # a spinner on stderr while the model is prepared
+    return err.status(f"[dim]{escape(message)}[/dim]", spinner="dots")
 
 
 def _memories(project: str | None):  # -> Memories (import kept lazy for fast --help)
     from memory.app import open_memories
 
-    return open_memories(project, progress=_model_note)
+    return open_memories(project, status=_model_status)
 
 
 def _parse_date(value: str | None, what: str) -> datetime | None:
@@ -336,7 +336,7 @@ def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the full-text (Tantivy) index from the memory table."""
     from memory.app import open_context
 
-    ctx = open_context()
+    ctx = open_context(status=_model_status)
     total = ctx.store.table.count()
     with _progress() as bar:
         task = bar.add_task("reindexing", total=total)
