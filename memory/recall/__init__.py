@@ -42,7 +42,7 @@ class RecallOptions:
     until: datetime | None = None
     include_superseded: bool = False
     channels: Sequence[str] | None = None  # None: all (benchmarks restrict to one)
-    candidates: int = 50
+    candidates: int = 150  # per channel, whatever k is: the top k never depends on k
     reinforce: bool = True
     now: datetime | None = None
 
@@ -93,7 +93,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     core = core.strip() or text
     active = set(opts.channels or CHANNELS)
     where = _visibility(project, opts, window)
-    limit = max(opts.candidates, k * 3)
+    limit = max(opts.candidates, k)
     q = Query(project=project, text=core, vector=None, where=where,
               limit=limit, files=list(opts.files))
     if active & {"semantic", "temporal"}:
