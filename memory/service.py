@@ -29,6 +29,10 @@ from memory.textutil import content_hash
 
 NEAR_DUPLICATE_COSINE = 0.9
 SIMILAR_LIMIT = 3
+# A new memory is linked to existing ones this similar (any kind); links feed the entity /
+# graph channel's spreading activation.
+LINK_COSINE = 0.7
+MAX_LINKS = 5
 
 
 @dataclass
@@ -214,19 +218,15 @@ class Memories:
             " AND status != 'archived'", limit=1)
         return rows[0] if rows else None
 
-    def similar(self, vector: np.ndarray, kind: str | None, exclude: str | None = None,
-                threshold: float = NEAR_DUPLICATE_COSINE) -> list[Similar]:
-        where = self._where()
-        if kind:
-            where += f" AND kind = {sql_str(kind)}"
-        out: list[Similar] = []
-        hits = self.store.table.vector_search(vector, where, SIMILAR_LIMIT + 1)
+    def related(self, vector: np.ndarray, kind: str) -> tuple[list[Similar], list[str]]:
+        """Near-duplicates of the same kind (to report) and links to related memories."""
+        hits = [h for h in self.store.table.vector_search(vector, self._where(), 8)
+                if h[1] >= LINK_COSINE]
         rows = {m.id: m for m in self.store.table.get([h[0] for h in hits])}
-        for hit_id, sim in hits:
-            if hit_id != exclude and sim >= threshold and hit_id in rows:
-                m = rows[hit_id]
-                out.append(Similar(hit_id, round(sim, 4), m.kind, snippet(m.text)))
-        return out[:SIMILAR_LIMIT]
+        similar = [Similar(i, round(sim, 4), rows[i].kind, snippet(rows[i].text))
+                   for i, sim in hits
+                   if i in rows and sim >= NEAR_DUPLICATE_COSINE and rows[i].kind == kind]
+        return similar[:SIMILAR_LIMIT], [i for i, _ in hits][:MAX_LINKS]
 
     def remember(self, text: object, **kwargs: Any) -> RememberResult:
         supersedes = kwargs.pop("supersedes", None)
@@ -238,7 +238,10 @@ class Memories:
                                   memory.redactions)
         vector = self._embed([embed_text(memory)])[0]
         memory.vector = vector.tolist()
-        similar = [] if old else self.similar(vector, memory.kind)
+        similar, memory.links = self.related(vector, memory.kind)
+        if old is not None:
+            similar = []  # it replaces a memory on purpose: no near-duplicate warning
+            memory.links = [old.id, *(i for i in memory.links if i != old.id)][:MAX_LINKS]
         self.store.insert([memory])
         if old is not None:
             self.store.supersede(old.id, memory.id, memory.created_at)

@@ -168,6 +168,7 @@ def test_superseded_memories_are_hidden_unless_asked(mem: Memories) -> None:
 def test_recall_reinforces_what_it_returns(mem: Memories) -> None:
     m = mem.remember("Use uv for local virtualenvs", kind="preference").id
     mem.search("virtualenv tool", RecallOptions())
+    mem.store.flush_touches()  # reinforcement is written in batches
     assert mem.get(m).access_count == 1 and mem.get(m).last_accessed_at is not None
 
 

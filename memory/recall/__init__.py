@@ -6,7 +6,6 @@ user can see why it ranked.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -194,9 +193,5 @@ def _score(memory: Memory, relevance: float, strength: float, ranks: dict[str, i
 
 
 def _reinforce(store: MemoryStore, ids: list[str], now: datetime) -> None:
-    # Best effort: the recall already succeeded; a failed counter update must not fail it.
-    with contextlib.suppress(Exception):
-        store.update(ids, values_sql={
-            "access_count": "access_count + 1",
-            "last_accessed_at": f"CAST('{now.strftime('%Y-%m-%dT%H:%M:%S')}' AS TIMESTAMP)",
-        })
+    # Batched by the store: a write per recall would pile up LanceDB versions.
+    store.touch(ids, now)

@@ -10,8 +10,14 @@ agent session) can share a store.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from memory.config import Paths
 from memory.locking import WriteLock
@@ -22,6 +28,13 @@ from memory.store.table import MemoryTable, sql_in
 __all__ = ["DoctorReport", "LexicalDoc", "MemoryStore"]
 
 BATCH = 2_000
+# Every write adds a LanceDB fragment and version; reads slow down as small fragments pile
+# up, so after this many writes a process checks and compacts.
+COMPACT_EVERY = 32
+MAX_SMALL_FRAGMENTS = 16
+# Recall reinforcement (access counts) is a write too: batch it instead of one per recall.
+TOUCH_BATCH = 64
+TOUCH_MAX_AGE_S = 10.0
 
 
 def lexical_doc(memory: Memory) -> LexicalDoc:
@@ -60,6 +73,53 @@ class MemoryStore:
             self.migrated = self.table.migrate()
             self.lexical = LexicalIndex(paths.lexical)
             self._reconcile_if_diverged()
+        self._writes = 0
+        self._touch_lock = threading.Lock()
+        self._touched: Counter[str] = Counter()
+        self._touched_at: datetime | None = None
+        self._touch_started = 0.0
+        atexit.register(self.flush_touches)
+
+    # -- maintenance --------------------------------------------------------------------
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._writes % COMPACT_EVERY == 0:
+            self.compact_if_fragmented()
+
+    def compact_if_fragmented(self) -> bool:
+        """Merge small fragments (and drop versions older than an hour) once they pile up."""
+        with self.lock.hold():
+            if self.table.small_fragments() <= MAX_SMALL_FRAGMENTS:
+                return False
+            self.table.compact()
+            return True
+
+    def touch(self, ids: Sequence[str], when: datetime) -> None:
+        """Record that recall returned `ids`; written in batches (and at exit)."""
+        with self._touch_lock:
+            if not self._touched:
+                self._touch_started = time.monotonic()
+            self._touched.update(ids)
+            self._touched_at = when
+            due = (len(self._touched) >= TOUCH_BATCH
+                   or time.monotonic() - self._touch_started >= TOUCH_MAX_AGE_S)
+        if due:
+            self.flush_touches()
+
+    def flush_touches(self) -> None:
+        with self._touch_lock:
+            counts, when = self._touched, self._touched_at
+            self._touched, self._touched_at = Counter(), None
+        if not counts or when is None:
+            return
+        by_count: dict[int, list[str]] = {}
+        for memory_id, n in counts.items():
+            by_count.setdefault(n, []).append(memory_id)
+        # Best effort: a lost access count must never fail a recall or an exit.
+        with contextlib.suppress(Exception), self.lock.hold():
+            self.table.update(list(counts), {"last_accessed_at": when})
+            for n, ids in by_count.items():
+                self.table.update(ids, None, {"access_count": f"access_count + {n}"})
 
     # -- writes -------------------------------------------------------------------------
     def insert(self, memories: Sequence[Memory]) -> None:
@@ -69,16 +129,19 @@ class MemoryStore:
             self.table.add(memories)  # acknowledged from here on
             self.lexical.write(add=[lexical_doc(m) for m in memories])
             self._reconcile_if_diverged()
+            self._wrote()
 
     def supersede(self, old_id: str, new_id: str, when: object) -> None:
         with self.lock.hold():
             self.table.update([old_id], {"superseded_by": new_id, "valid_to": when,
                                          "updated_at": when})
+            self._wrote()
 
     def update(self, ids: Sequence[str], values: dict | None = None,
                values_sql: dict[str, str] | None = None) -> None:
         with self.lock.hold():
             self.table.update(ids, values, values_sql)
+            self._wrote()
 
     def erase(self, ids: Sequence[str], progress: Callable[[int, int], None] | None = None) -> None:
         """Hard delete: gone from the table, its old versions and the index files."""

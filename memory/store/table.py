@@ -85,6 +85,15 @@ class MemoryTable:
         if ids:
             self._table.delete(sql_in("id", ids))
 
+    def small_fragments(self) -> int:
+        return int(self._table.stats()["fragment_stats"]["num_small_fragments"])
+
+    def compact(self) -> None:
+        """Merge small fragments; keep an hour of old versions for readers still on them."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._table.optimize(cleanup_older_than=timedelta(hours=1))
+
     def purge_history(self) -> None:
         """Rewrite fragments holding deleted rows, then drop every old version, so that erased
         rows leave the files on disk. (`optimize()` alone keeps a fragment whose deleted share

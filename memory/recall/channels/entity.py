@@ -35,19 +35,11 @@ def search(store: MemoryStore, q: Query) -> Ranked:
     if not hits:
         return []
     scores = dict(hits)
-    seeds = hits[:SEEDS]
-    seed_ids = [i for i, _ in seeds]
-    # Links are stored on the newer memory; follow them both ways.
-    rows = store.table.scan(
-        f"({q.where}) AND ({sql_in('id', seed_ids)} OR array_has_any(links, "
-        f"make_array({', '.join(repr(i) for i in seed_ids)})))",
-        ["id", "links"],
-    ).to_pylist()
-    seed_score = dict(seeds)
+    seed_score = dict(hits[:SEEDS])
+    # Links live on the newer memory (made at write time); follow them from the seeds.
+    rows = store.table.scan(f"({q.where}) AND {sql_in('id', list(seed_score))}",
+                            ["id", "links"]).to_pylist()
     for row in rows:
         for linked in row["links"] or []:
-            if row["id"] in seed_score:
-                scores[linked] = scores.get(linked, 0.0) + SPREAD * seed_score[row["id"]]
-            elif linked in seed_score:
-                scores[row["id"]] = scores.get(row["id"], 0.0) + SPREAD * seed_score[linked]
+            scores[linked] = scores.get(linked, 0.0) + SPREAD * seed_score[row["id"]]
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: q.limit]
