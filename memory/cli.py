@@ -314,11 +314,13 @@ def import_(
     """Import memories from JSONL. Idempotent: known ids and duplicates are skipped."""
     from memory.transfer import import_lines
 
-    mem = _memories(project)
-    stream = sys.stdin if str(file) == "-" else None
-    if stream is None and not file.is_file():
+    if str(file) == "-":
+        lines = sys.stdin.buffer.read().decode("utf-8", "replace").splitlines()
+    elif file.is_file():
+        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    else:
         raise InputError(f"no such file: {file}")
-    lines = (stream or file.open(encoding="utf-8", errors="replace")).read().splitlines()
+    mem = _memories(project)
     with _progress() as bar:
         task = bar.add_task("importing", total=len(lines))
         report = import_lines(mem, lines, lambda n: bar.advance(task, n))

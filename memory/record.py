@@ -18,7 +18,6 @@ SOURCES = ("user", "agent", "git", "watch", "import")
 STATUSES = ("active", "archived", "quarantined")
 
 EMBED_DIM = 384
-SCHEMA_VERSION = 2
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 

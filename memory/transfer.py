@@ -10,14 +10,14 @@ from typing import Any
 from memory.errors import MemctlError
 from memory.record import Memory, is_valid_id
 from memory.service import Memories
+from memory.store.table import sql_str
 
 EXPORT_FORMAT = "memctl/1"
 BATCH = 128
 
 
 def export_rows(mem: Memories) -> Iterator[dict[str, Any]]:
-    where = f"project = '{mem.project.key.replace(chr(39), chr(39) * 2)}'"
-    rows = mem.store.table.rows(where)
+    rows = mem.store.table.rows(f"project = {sql_str(mem.project.key)}")
     rows.sort(key=lambda m: m.id)
     for memory in rows:
         yield {"format": EXPORT_FORMAT, **memory.to_public()}
