@@ -7,7 +7,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from mcp_server import views
 from mcp_server.runtime import Runtime
-from mcp_server.tools import make_briefing, retry_reads
+from mcp_server.tools import make_briefing
 from memory.errors import MemctlError
 
 USE_MEMORY = """\
@@ -42,7 +42,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         "(same as the briefing tool with default arguments).", mime_type="text/markdown")
     def briefing_resource() -> str:
         try:
-            return retry_reads(lambda: make_briefing(runtime).text)
+            return make_briefing(runtime).text
         except MemctlError as exc:
             raise ResourceError(str(exc)) from exc
 
@@ -51,13 +51,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         description="One memory by id: its text quoted as evidence, provenance and history.",
         mime_type="text/markdown")
     def memory_resource(memory_id: str) -> str:
-        def read() -> str:
+        try:
             mem = runtime.memories()
             m = mem.get(memory_id)
             return views.render_record(views.record(m, mem.history(m)))
-
-        try:
-            return retry_reads(read)
         except MemctlError as exc:  # a malformed id names no resource either
             raise ResourceNotFoundError(str(exc)) from exc
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections import Counter
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
@@ -128,17 +127,10 @@ class Runtime:
                     batch.append(self._touched.get_nowait())
                 except queue.Empty:
                     break
-            counts = Counter(i for ids, _ in batch for i in ids)
-            latest = max(when for _, when in batch)
-            by_count: dict[int, list[str]] = {}
-            for memory_id, n in counts.items():
-                by_count.setdefault(n, []).append(memory_id)
             try:
                 store = self.memories().store
-                # Two updates: LanceDB takes either literal values or SQL expressions per call.
-                with store.lock.hold():
-                    store.update(list(counts), {"last_accessed_at": latest})
-                    for n, ids in by_count.items():
-                        store.update(ids, None, {"access_count": f"access_count + {n}"})
+                for ids, when in batch:
+                    store.touch(ids, when)
+                store.flush_touches()  # one batched write, here off the answer path
             except Exception:  # best effort: a lost use count is not worth failing over
                 pass

@@ -53,36 +53,13 @@ def one_line(message: str, limit: int = 400) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
-# A reader that planned its query on a table version whose files another process's hard
-# erase (compaction + cleanup) just deleted fails with this; the retry reads the new version.
-VANISHED = "lance error: Not found"
-READ_RETRIES = 2
-
-
-def vanished(exc: BaseException) -> bool:
-    return isinstance(exc, RuntimeError | OSError) and VANISHED in str(exc)
-
-
-def retry_reads(fn: Callable[[], Any]) -> Any:
-    """Run a read-only operation, again if another process erased the files it was reading."""
-    for attempt in range(READ_RETRIES + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == READ_RETRIES or not vanished(exc):
-                raise
-    raise AssertionError("unreachable")
-
-
-def guarded(fn: F, read_only: bool = False) -> F:
-    """Turn expected failures into ToolError (a one-line, is_error result for the client);
-    retry read-only tools whose files vanished under them (see VANISHED)."""
+def guarded(fn: F) -> F:
+    """Turn expected failures into ToolError (a one-line, is_error result for the client).
+    Reads racing another process's hard erase are retried by the store (MemoryTable._read)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            if read_only:
-                return retry_reads(lambda: fn(*args, **kwargs))
             return fn(*args, **kwargs)
         except MemctlError as exc:
             raise ToolError(one_line(str(exc))) from exc
@@ -94,10 +71,6 @@ def guarded(fn: F, read_only: bool = False) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
-
-
-def reader(fn: F) -> F:
-    return guarded(fn, read_only=True)
 
 
 def structured(model: BaseModel, text: str) -> CallToolResult:
@@ -174,7 +147,7 @@ def build_tools(runtime: Runtime) -> list[Tool]:
             similar=[Similar(id=s.id, similarity=round(s.similarity, 4), kind=s.kind,
                              snippet=render.one_line(s.snippet, 160)) for s in result.similar])
 
-    @reader
+    @guarded
     def recall(
         query: Annotated[str, Field(min_length=1, max_length=4000, description=(
             "What you want to know, in words and identifiers: 'how are releases cut', "
@@ -217,7 +190,7 @@ def build_tools(runtime: Runtime) -> list[Tool]:
             text += "\n\n" + OMITTED_NOTE.format(n=omitted)
         return structured(RecallResult(hits=shown, omitted=omitted, chars=len(text)), text)
 
-    @reader
+    @guarded
     def get(
         ids: Annotated[list[MemoryId], Field(min_length=1, max_length=MAX_GET_IDS, description=(
             "Ids from recall, briefing or remember (1-20)."))],
@@ -298,7 +271,7 @@ def build_tools(runtime: Runtime) -> list[Tool]:
         return FeedbackResult(id=memory.id, verdict=verdict, trust=round(memory.trust, 4),
                               valid_to=views.iso(memory.valid_to))
 
-    @reader
+    @guarded
     def briefing(
         files: Annotated[list[FilePath] | None, Field(max_length=64, description=(
             "Files you are about to work on: memories about them come first."))] = None,
