@@ -63,7 +63,7 @@ class RememberResult:
 
 
 class LazyEmbedder:
-    """Loads the embedding model once, on first use or in the background, thread-safely."""
+    """Loads the embedding model once, on first use, thread-safely."""
 
     def __init__(self, factory: Callable[[], Embedder]) -> None:
         self._factory = factory
@@ -80,11 +80,6 @@ class LazyEmbedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
-
-    def warm_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self, name="memctl-embedder-load", daemon=True)
-        thread.start()
-        return thread
 
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:

@@ -116,9 +116,6 @@ class MemoryTable:
             self._table.checkout_latest()
             return fn()
 
-    def version(self) -> int:
-        return int(self._table.version)
-
     def count(self, where: str | None = None) -> int:
         return self._read(lambda: int(self._table.count_rows(where)))
 
