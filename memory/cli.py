@@ -25,9 +25,19 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
-from memory.bench.cli import bench_app  # noqa: E402 - after `app` so help order is natural
+# Sub-apps are imported after `app` so help lists the core commands first; each keeps its
+# heavy imports inside its commands so `--help` and git hooks stay fast.
+from integrations.agents_cli import hook_app, install_app, uninstall_app  # noqa: E402
+from integrations.git_cli import capture_app, hooks_app  # noqa: E402
+from integrations.watch_cli import watch  # noqa: E402
+from memory.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+app.add_typer(hooks_app, name="hooks")
+app.add_typer(capture_app, name="capture")
+app.add_typer(install_app, name="install")
+app.add_typer(uninstall_app, name="uninstall")
+app.add_typer(hook_app, name="hook", hidden=True)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
@@ -391,6 +401,9 @@ def serve(
         raise InputError("--port must be between 1 and 65535")
     run_server("http" if http else "stdio", host=host, port=port, project=project,
                allow_remote=allow_remote)
+
+
+app.command()(watch)  # registered here so it lists after the core commands
 
 
 def main() -> None:

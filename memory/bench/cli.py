@@ -164,3 +164,13 @@ def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
     table.add_row(*(str(result[k]) for k in ("initialize_s", "tools_list_s", "first_recall_s",
                                              "rss_mb")))
     out.print(table)
+
+
+# Benchmarks that live in their own modules register here.
+from memory.bench.crash import crash  # noqa: E402
+from memory.bench.kv import kv  # noqa: E402
+from memory.bench.trust import trust  # noqa: E402
+
+bench_app.command()(crash)
+bench_app.command()(trust)
+bench_app.command()(kv)
