@@ -8,11 +8,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 
 from memory.record import COLUMN_DEFAULTS, SCHEMA, Memory, to_table
+from memory.store.fast_import import skip_rest_client_init
+
+skip_rest_client_init()
+import lancedb  # noqa: E402 - after skipping the REST client's eager __init__
 
 T = TypeVar("T")
 TABLE = "memories"
