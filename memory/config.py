@@ -44,6 +44,10 @@ class Paths:
     def write_lock(self) -> Path:
         return self.home / "write.lock"
 
+    @property
+    def ann_lock(self) -> Path:
+        return self.home / "ann-build.lock"
+
     def ensure(self) -> Paths:
         for path in (self.home, self.lance, self.lexical, self.models):
             path.mkdir(parents=True, exist_ok=True)

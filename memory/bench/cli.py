@@ -167,6 +167,7 @@ def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
 
 
 # Benchmarks that live in their own modules register here.
+from memory.bench.ann import ann  # noqa: E402
 from memory.bench.crash import crash  # noqa: E402
 from memory.bench.kv import kv  # noqa: E402
 from memory.bench.trust import trust  # noqa: E402
@@ -174,3 +175,4 @@ from memory.bench.trust import trust  # noqa: E402
 bench_app.command()(crash)
 bench_app.command()(trust)
 bench_app.command()(kv)
+bench_app.command()(ann)

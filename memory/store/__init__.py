@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from memory.config import Paths
-from memory.locking import WriteLock
+from memory.locking import FileLock, WriteLock
 from memory.record import Memory
 from memory.store.lexical import LexicalDoc, LexicalIndex
-from memory.store.table import MemoryTable, sql_in
+from memory.store.table import ANN_MIN_ROWS, MemoryTable, sql_in
 
 __all__ = ["DoctorReport", "LexicalDoc", "MemoryStore"]
 
@@ -74,6 +74,7 @@ class MemoryStore:
             self.lexical = LexicalIndex(paths.lexical)
             self._reconcile_if_diverged()
         self._writes = 0
+        self._ann_checked = False
         self._touch_lock = threading.Lock()
         self._touched: Counter[str] = Counter()
         self._touched_at: datetime | None = None
@@ -85,6 +86,34 @@ class MemoryStore:
         self._writes += 1
         if self._writes % COMPACT_EVERY == 0:
             self.compact_if_fragmented()
+            self.index_vectors_if_large()
+
+    def index_vectors_if_large(self, min_rows: int = ANN_MIN_ROWS,
+                               background: bool = True) -> bool:
+        """Start building the ANN index once the table has `min_rows` rows (one builder
+        across processes; a build interrupted by an exit is simply retried later)."""
+        if self._ann_checked or self.table.count() < min_rows:
+            return False
+        if self.table.has_vector_index():
+            self._ann_checked = True
+            return False
+        builder = FileLock(self.paths.ann_lock)
+        if not builder.try_acquire():
+            return False  # another process is building it
+        self._ann_checked = True
+
+        def build() -> None:
+            try:
+                with contextlib.suppress(Exception):  # best effort: search stays exact
+                    self.table.build_vector_index()
+            finally:
+                builder.release()
+
+        if background:
+            threading.Thread(target=build, name="memctl-ann-index", daemon=True).start()
+        else:
+            build()
+        return True
 
     def compact_if_fragmented(self) -> bool:
         """Merge small fragments (and drop versions older than an hour) once they pile up."""

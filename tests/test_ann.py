@@ -1,0 +1,53 @@
+"""The ANN vector index: built once a table is large, same answers as exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memory.bench.ann import synthetic_records, synthetic_vectors
+from memory.locking import FileLock
+from memory.store import MemoryStore
+
+WHERE = "project = 'bench' AND status = 'active' AND superseded_by IS NULL"
+
+
+def _exact(store: MemoryStore, q: np.ndarray, k: int) -> list[str]:
+    result = (store.table._table.search(q, vector_column_name="vector").distance_type("cosine")
+              .where(WHERE, prefilter=True).select(["id"]).limit(k).bypass_vector_index()
+              .to_arrow())
+    return result.column("id").to_pylist()
+
+
+def test_index_built_past_threshold_and_agrees_with_exact_search(store: MemoryStore) -> None:
+    vectors = synthetic_vectors(600)
+    store.insert(synthetic_records(vectors[:150], 0))
+    assert not store.index_vectors_if_large(min_rows=300, background=False)  # too small
+    store.insert(synthetic_records(vectors[150:400], 150))
+    assert store.index_vectors_if_large(min_rows=300, background=False)
+    assert store.table.has_vector_index()
+    assert not store.index_vectors_if_large(min_rows=300, background=False)  # once
+
+    # Rows added after the build are searched too (flat, until compaction indexes them).
+    store.insert(synthetic_records(vectors[400:], 400))
+    rng = np.random.default_rng(5)
+    for n in rng.integers(0, 600, 12):
+        q = vectors[n]
+        ann = [i for i, _ in store.table.vector_search(q, WHERE, 10)]
+        exact = _exact(store, q, 10)
+        assert ann[0] == exact[0]
+        assert len(set(ann) & set(exact)) >= 9
+    store.table.compact()
+    q = vectors[599]
+    assert store.table.vector_search(q, WHERE, 1)[0][0] == _exact(store, q, 1)[0]
+
+
+def test_one_builder_across_processes(store: MemoryStore) -> None:
+    store.insert(synthetic_records(synthetic_vectors(50), 0))
+    other = FileLock(store.paths.ann_lock)  # another process building right now
+    assert other.try_acquire()
+    try:
+        assert not store.index_vectors_if_large(min_rows=10, background=False)
+        assert not store.table.has_vector_index()
+    finally:
+        other.release()
+    assert store.index_vectors_if_large(min_rows=10, background=False)
