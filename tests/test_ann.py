@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memory.bench.ann import synthetic_records, synthetic_vectors
+from memory.bench.ann_measure import synthetic_records, synthetic_vectors
 from memory.locking import FileLock
 from memory.store import MemoryStore
 
