@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from memory import sanitize
+from memory import contradiction, sanitize
 from memory.entities import extract_entities
 from memory.errors import InputError, NotFound
 from memory.llm.base import Embedder
@@ -33,6 +33,10 @@ SIMILAR_LIMIT = 3
 # graph channel's spreading activation.
 LINK_COSINE = 0.7
 MAX_LINKS = 5
+# Neighbours at least this close are checked for a contradiction. The text rules in
+# memory.contradiction are the strict part (near-identical statements); MiniLM puts a
+# statement and its negation at only ~0.7-0.85, so a higher gate would miss most of them.
+CONTRADICTION_COSINE = LINK_COSINE
 
 
 @dataclass
@@ -51,6 +55,7 @@ class RememberResult:
     duplicate_of: str | None = None
     redactions: list[str] = field(default_factory=list)
     similar: list[Similar] = field(default_factory=list)
+    contradictions: list[contradiction.Contradiction] = field(default_factory=list)
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -59,6 +64,7 @@ class RememberResult:
             "duplicate_of": self.duplicate_of,
             "redactions": self.redactions,
             "similar": [s.__dict__ for s in self.similar],
+            "contradictions": [c.__dict__ for c in self.contradictions],
         }
 
 
@@ -213,15 +219,44 @@ class Memories:
             " AND status != 'archived'", limit=1)
         return rows[0] if rows else None
 
-    def related(self, vector: np.ndarray, kind: str) -> tuple[list[Similar], list[str]]:
-        """Near-duplicates of the same kind (to report) and links to related memories."""
+    def related(self, vector: np.ndarray, kind: str
+                ) -> tuple[list[Similar], list[str], list[tuple[Memory, float]]]:
+        """Near-duplicates of the same kind (to report), links to related memories, and the
+        related memories themselves with their similarity."""
         hits = [h for h in self.store.table.vector_search(vector, self._where(), 8)
                 if h[1] >= LINK_COSINE]
         rows = {m.id: m for m in self.store.table.get([h[0] for h in hits])}
         similar = [Similar(i, round(sim, 4), rows[i].kind, snippet(rows[i].text))
                    for i, sim in hits
                    if i in rows and sim >= NEAR_DUPLICATE_COSINE and rows[i].kind == kind]
-        return similar[:SIMILAR_LIMIT], [i for i, _ in hits][:MAX_LINKS]
+        close = [(rows[i], sim) for i, sim in hits if i in rows]
+        return similar[:SIMILAR_LIMIT], [i for i, _ in hits][:MAX_LINKS], close
+
+    def _contradict(self, memory: Memory, close: list[tuple[Memory, float]]
+                    ) -> list[contradiction.Contradiction]:
+        """Check a new memory against its closest neighbours; the less trusted side of each
+        conflict receives a CONTRADICTED event. The new memory's trust changes here (it is not
+        stored yet); call `_lower_contradicted` for the neighbours once it is stored."""
+        neighbours = [m for m, sim in close
+                      if sim >= CONTRADICTION_COSINE and m.id != memory.supersedes]
+        found = contradiction.check(memory, neighbours)
+        # One event for the new memory however many neighbours it contradicts: they are
+        # usually near-copies of one statement, not independent evidence.
+        if any(c.lowered == memory.id for c in found):
+            memory.trust_alpha, memory.trust_beta = trust_mod.update(
+                memory.trust_alpha, memory.trust_beta, trust_mod.TrustEvent.CONTRADICTED)
+        return found
+
+    def _lower_contradicted(self, found: list[contradiction.Contradiction],
+                            close: list[tuple[Memory, float]]) -> None:
+        rows = {m.id: m for m, _ in close}
+        for c in found:
+            if c.lowered == c.id:
+                old = rows[c.id]
+                alpha, beta = trust_mod.update(old.trust_alpha, old.trust_beta,
+                                               trust_mod.TrustEvent.CONTRADICTED)
+                self.store.update([old.id], {"trust_alpha": alpha, "trust_beta": beta,
+                                             "updated_at": utcnow()})
 
     def remember(self, text: object, **kwargs: Any) -> RememberResult:
         supersedes = kwargs.pop("supersedes", None)
@@ -233,15 +268,18 @@ class Memories:
                                   memory.redactions)
         vector = self._embed([embed_text(memory)])[0]
         memory.vector = vector.tolist()
-        similar, memory.links = self.related(vector, memory.kind)
+        similar, memory.links, close = self.related(vector, memory.kind)
         if old is not None:
             similar = []  # it replaces a memory on purpose: no near-duplicate warning
             memory.links = [old.id, *(i for i in memory.links if i != old.id)][:MAX_LINKS]
+        found = self._contradict(memory, close)
         self.store.insert([memory])
         if old is not None:
             self.store.supersede(old.id, memory.id, memory.created_at)
+        self._lower_contradicted(found, close)
         status = "quarantined" if memory.status == "quarantined" else "stored"
-        return RememberResult(memory.id, status, memory, None, memory.redactions, similar)
+        return RememberResult(memory.id, status, memory, None, memory.redactions, similar,
+                              found)
 
     def insert_many(self, memories: list[Memory], batch: int = 256,
                     progress: Callable[[int], None] | None = None) -> None:
