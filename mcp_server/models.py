@@ -29,6 +29,12 @@ class Similar(BaseModel):
     snippet: str
 
 
+class Contradicted(BaseModel):
+    id: str = Field(description="The existing memory this one conflicts with.")
+    lowered: str = Field(description="Id of the memory whose trust was lowered.")
+    reason: str = Field(description='What differs, e.g. "8080 vs 9090" or "negation".')
+
+
 class RememberResult(BaseModel):
     id: str = Field(description="Id of the stored memory, or of the existing duplicate.")
     status: Literal["stored", "duplicate", "quarantined"] = Field(
@@ -41,6 +47,9 @@ class RememberResult(BaseModel):
     similar: list[Similar] = Field(default_factory=list, description="Up to three existing "
                                    "memories saying nearly the same thing: if one is outdated by "
                                    "this one, call update on it instead.")
+    contradicts: list[Contradicted] = Field(default_factory=list, description="Existing "
+                                            "memories this one conflicts with, and whose trust "
+                                            "was lowered (the less trusted side's).")
 
 
 class RecallHit(BaseModel):

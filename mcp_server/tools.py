@@ -23,6 +23,7 @@ from mcp_server.models import (
     MAX_TEXT_CHARS,
     BriefingEntry,
     BriefingResult,
+    Contradicted,
     FeedbackResult,
     FilePath,
     ForgetResult,
@@ -145,7 +146,9 @@ def build_tools(runtime: Runtime) -> list[Tool]:
             id=result.id, status=result.status, duplicate_of=result.duplicate_of,
             redacted=result.redactions,
             similar=[Similar(id=s.id, similarity=round(s.similarity, 4), kind=s.kind,
-                             snippet=render.one_line(s.snippet, 160)) for s in result.similar])
+                             snippet=render.one_line(s.snippet, 160)) for s in result.similar],
+            contradicts=[Contradicted(id=c.id, lowered=c.lowered, reason=c.reason)
+                         for c in result.contradictions])
 
     @guarded
     def recall(

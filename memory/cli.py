@@ -113,6 +113,10 @@ def add(
         err.print(f"[yellow]redacted[/yellow]: {', '.join(result.redactions)}")
     for s in result.similar:
         err.print(f"[dim]similar {s.id} ({s.similarity:.2f}): {escape(s.snippet)}[/dim]")
+    for c in result.contradictions:
+        loser = "this memory" if c.lowered == result.id else c.id
+        err.print(f"[yellow]contradicts {c.id} ({escape(c.reason)}): trust of {loser} "
+                  "lowered[/yellow]")
 
 
 @app.command()

@@ -226,3 +226,23 @@ def test_cli_add_reports_the_contradiction(cli) -> None:
     assert second["contradictions"] == [
         {"id": first["id"], "lowered": first["id"], "reason": "3.11 vs 3.12"}]
     assert second["trust"] == pytest.approx(trust.mean(*trust.prior("user")), abs=1e-4)
+    plain = cli("add", "Integration tests run on Python 3.13.", "--kind", "fact")
+    assert plain.code == 0
+    assert f"contradicts {second['id']} (3.12 vs 3.13)" in " ".join(plain.stderr.split())
+
+
+def test_mcp_remember_reports_the_contradiction(mem: Memories, home) -> None:
+    import anyio
+
+    from tests.test_mcp_server import ok, stdio_session
+
+    user = mem.remember("The ledger API listens on port 8080.", kind="fact", source="user")
+
+    async def run() -> dict:
+        async with stdio_session(home) as client:
+            return ok(await client.call_tool(
+                "remember", {"content": "The ledger API listens on port 9090.", "kind": "fact"}))
+
+    result = anyio.run(run)
+    assert result["contradicts"] == [
+        {"id": user.id, "lowered": result["id"], "reason": "8080 vs 9090"}]
