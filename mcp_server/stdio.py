@@ -122,6 +122,46 @@ def refuse_deep(line: str, wire: Wire) -> bool:
     return True
 
 
+# A \uD800-\uDFFF escape without its partner is legal JSON syntax (JavaScript's JSON.stringify
+# writes one for a string cut inside an emoji), but the SDK's parser rejects the whole message
+# and never answers it. Such escapes become U+FFFD; escaped backslashes and whole pairs are
+# matched first so that they are left alone.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPES = re.compile(r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+                      r"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def replace_lone_surrogates(line: str) -> str:
+    if not _SURROGATE_HINT.search(line):
+        return line
+    return _ESCAPES.sub(lambda m: "\\ufffd" if m.group(1) else m.group(0), line)
+
+
+def refuse_invalid(line: str, wire: Wire) -> bool:
+    """Answer (and swallow) a message the SDK would drop without a reply: not JSON (-32700,
+    id null, as JSON-RPC asks) or not a JSON-RPC message (-32600, when it has a usable id)."""
+    from mcp_types import jsonrpc_message_adapter  # the SDK is loaded once it reads input
+
+    if not line.strip():
+        return False
+    try:
+        jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return False
+    except ValueError:  # pydantic's ValidationError
+        pass
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        error = {"code": -32700, "message": "Parse error: the message is not valid JSON"}
+        wire.send(json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode() + b"\n")
+        return True
+    msg_id = msg.get("id") if isinstance(msg, dict) else None
+    if not isinstance(msg_id, bool) and isinstance(msg_id, int | str):
+        error = {"code": -32600, "message": "Invalid Request: not a JSON-RPC 2.0 message"}
+        wire.send(json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": error}).encode() + b"\n")
+    return True
+
+
 class FastStart:
     """Reads the wire into a queue; answers the first message if it is a plain initialize."""
 
@@ -173,8 +213,8 @@ class InboxFile:
             if item is None:
                 self._eof = True
                 break
-            line = item.decode("utf-8", "replace")
-            if not refuse_deep(line, self._fast.wire):
+            line = replace_lone_surrogates(item.decode("utf-8", "replace"))
+            if not (refuse_deep(line, self._fast.wire) or refuse_invalid(line, self._fast.wire)):
                 return line
         return ""
 

@@ -139,8 +139,10 @@ def search(
 
     if k < 1 or k > 100:
         raise InputError("-k must be between 1 and 100")
-    opts = RecallOptions(k=k, kinds=kind, files=file or (),
-                         since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
+    since_at, until_at = _parse_date(since, "--since"), _parse_date(until, "--until")
+    if since_at and until_at and since_at >= until_at:
+        raise InputError("--since must be before --until")
+    opts = RecallOptions(k=k, kinds=kind, files=file or (), since=since_at, until=until_at,
                          include_superseded=include_superseded)
     hits = _memories(project).search(query, opts)
     if as_json:
@@ -328,10 +330,12 @@ def import_(
     """Import memories from JSONL. Idempotent: known ids and duplicates are skipped."""
     from memory.transfer import import_lines
 
+    # Split on "\n" only: export writes U+2028 and U+0085 unescaped inside JSON strings, and
+    # str.splitlines() would cut those records in two.
     if str(file) == "-":
-        lines = sys.stdin.buffer.read().decode("utf-8", "replace").splitlines()
+        lines = sys.stdin.buffer.read().decode("utf-8", "replace").split("\n")
     elif file.is_file():
-        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = file.read_bytes().decode("utf-8", "replace").split("\n")
     else:
         raise InputError(f"no such file: {file}")
     mem = _memories(project)
@@ -410,12 +414,19 @@ def serve(
 app.command()(watch)  # registered here so it lists after the core commands
 
 
+def _one_line(message: str) -> str:
+    """Flattened, with undecodable bytes from argv (lone surrogates) shown as escapes: printing
+    them as they are would fail inside the error handler itself."""
+    return " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def main() -> None:
     """Entry point: expected failures are one line on stderr, never a traceback."""
     try:
         app()
     except MemctlError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        # soft_wrap: one line whatever the terminal width, so scripts can read it
+        err.print(f"[red]error:[/red] {escape(_one_line(str(exc)))}", soft_wrap=True)
         sys.exit(2 if isinstance(exc, InputError) else 1)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -423,8 +434,8 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("MEMCTL_DEBUG"):
             raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))[:500]} "
-                  "(set MEMCTL_DEBUG=1 for details)")
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(_one_line(str(exc))[:500])} "
+                  "(set MEMCTL_DEBUG=1 for details)", soft_wrap=True)
         sys.exit(1)
 
 

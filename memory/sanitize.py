@@ -12,14 +12,17 @@ MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 MAX_FILES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(value: object, what: str = "text", limit: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str):
         raise InputError(f"{what} must be a string, not {type(value).__name__}")
-    # Lone surrogates (from bad JSON or filenames) cannot be encoded: make them U+FFFD.
-    text = value.encode("utf-8", "replace").decode("utf-8")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if _SURROGATE.search(value):
+        # Surrogates (from bad JSON, or undecodable bytes in argv and file names) cannot be
+        # stored: a valid pair becomes its character, a lone one U+FFFD.
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = _CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise InputError(f"{what} is empty")

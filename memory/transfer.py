@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from memory.errors import MemctlError
+from memory.errors import InputError, MemctlError
 from memory.record import Memory, is_valid_id
 from memory.service import Memories
 from memory.store.table import sql_str
@@ -23,14 +23,19 @@ def export_rows(mem: Memories) -> Iterator[dict[str, Any]]:
         yield {"format": EXPORT_FORMAT, **memory.to_public()}
 
 
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
+def _time(obj: dict[str, Any], key: str) -> datetime | None:
+    """An ISO time from the line, in UTC; absent or null is None, anything else is an error
+    (a time outside what the store can read back would break every later read)."""
+    value = obj.get(key)
+    if value is None:
         return None
+    if not isinstance(value, str):
+        raise InputError(f"{key} must be an ISO date string, not {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InputError(f"{key}: not an ISO date in range: {value[:40]!r}") from None
 
 
 def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memory:
@@ -46,7 +51,7 @@ def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memor
         agent=obj.get("agent") if isinstance(obj.get("agent"), str) else None,
         session=obj.get("session") if isinstance(obj.get("session"), str) else None,
         commit_sha=obj.get("commit_sha") if isinstance(obj.get("commit_sha"), str) else None,
-        valid_from=_time(obj.get("valid_from")),
+        valid_from=_time(obj, "valid_from"),
     )
     given = obj.get("id")
     if isinstance(given, str) and is_valid_id(given):
@@ -56,13 +61,13 @@ def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memor
         # else: the id belongs to another project's memory (an export imported next to
         # its origin): keep the fresh id and remap links to it.
         id_map[given] = memory.id
-    created = _time(obj.get("created_at"))
+    created = _time(obj, "created_at")
     if created:
         memory.created_at = created
     for key in ("supersedes", "superseded_by"):
         if isinstance(obj.get(key), str) and is_valid_id(obj[key]):
             setattr(memory, key, obj[key])
-    memory.valid_to = _time(obj.get("valid_to"))
+    memory.valid_to = _time(obj, "valid_to")
     if obj.get("status") == "archived":
         memory.status = "archived"
     return memory
@@ -100,8 +105,17 @@ def import_lines(mem: Memories, lines: Sequence[str],
             continue
         seen_hashes.add(memory.content_hash)
         pending.append(memory)
+    imported = {m.id for m in pending}
     for m in pending:  # links between records of this file follow their new ids
-        m.supersedes = id_map.get(m.supersedes or "", m.supersedes)
-        m.superseded_by = id_map.get(m.superseded_by or "", m.superseded_by)
+        m.supersedes = _link(id_map, imported, m.supersedes)
+        m.superseded_by = _link(id_map, imported, m.superseded_by)
     mem.insert_many(pending, batch=BATCH, progress=advance)
     return {"imported": len(pending), "skipped": skipped, "errors": errors}
+
+
+def _link(id_map: dict[str, str], imported: set[str], target: str | None) -> str | None:
+    """A supersede link is kept only between records imported together. Import never changes
+    what is stored, and a link to a stored memory would: `doctor` completes half links by
+    marking the target superseded (and the target might be another project's)."""
+    new = id_map.get(target or "")
+    return new if new in imported else None

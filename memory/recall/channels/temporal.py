@@ -7,7 +7,7 @@ Inside the window, memories are ordered by semantic similarity to the rest of th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from memory.recall.channels import Query, Ranked
 from memory.store import MemoryStore
@@ -15,7 +15,14 @@ from memory.timeparse import TimeWindow
 
 
 def ts_literal(value: datetime) -> str:
-    return f"CAST('{value.strftime('%Y-%m-%dT%H:%M:%S')}' AS TIMESTAMP)"
+    """A UTC timestamp literal. isoformat pads the year (strftime writes year 1 as '1', which
+    LanceDB cannot parse); a bound beyond datetime's range after conversion is clamped."""
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            value = datetime.min if value.year < 5000 else datetime.max
+    return f"CAST('{value.replace(tzinfo=None).isoformat(timespec='microseconds')}' AS TIMESTAMP)"
 
 
 def window_sql(window: TimeWindow) -> str:
