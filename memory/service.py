@@ -135,7 +135,7 @@ class Memories:
         back = memory.supersedes
         while back and back not in seen:
             older = self.store.table.get([back])
-            if not older:
+            if not older or older[0].project != memory.project:  # links never cross projects
                 break
             chain.insert(0, older[0])
             seen.add(back)
@@ -143,7 +143,7 @@ class Memories:
         forward = memory.superseded_by
         while forward and forward not in seen:
             newer = self.store.table.get([forward])
-            if not newer:
+            if not newer or newer[0].project != memory.project:
                 break
             chain.append(newer[0])
             seen.add(forward)

@@ -319,10 +319,13 @@ def test_redact_never_raises(text: str) -> None:
 
 
 @SETTINGS
-@given(st.text(max_size=300) | syntax_queries)  # (surrogates never get this far: see below)
+@given(st.text(max_size=300) | syntax_queries)
 def test_lexical_search_never_raises(shared: Memories, text: str) -> None:
     for hit_id, score in shared.store.lexical.search("bad-input", text, 10):
         assert len(hit_id) == 16 and score > 0
+    # A lone surrogate (half an emoji) is replaced, not passed on to Tantivy.
+    assert isinstance(shared.store.lexical.search("bad-input", text + "\ud83d db", 10), list)
+    assert isinstance(shared.store.lexical.share("bad-input", "entities", "\ud83d" + text), dict)
     # A project key is a term, not syntax: a quote or an OR in it matches nothing else.
     assert shared.store.lexical.search(f"bad-input' OR {text}", "blue database", 10) == []
 

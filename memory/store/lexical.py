@@ -78,6 +78,15 @@ def _schema() -> tantivy.Schema:
     return sb.build()
 
 
+def valid_utf8(text: str) -> str:
+    """Lone surrogates (undecodable input) cannot cross into Tantivy: make them U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class LexicalIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,6 +159,7 @@ class LexicalIndex:
         text is tokenized like the index and turned into term queries, so nothing can raise."""
         if limit <= 0:
             return []
+        text = valid_utf8(text)
         boosts = {f: FIELD_BOOSTS[f] for f in fields} if fields else FIELD_BOOSTS
         stems = stemmed_terms(text)
         code = query_terms(text)[:MAX_QUERY_TERMS] if "code" in boosts else []
@@ -176,6 +186,7 @@ class LexicalIndex:
 
     def share(self, project: str, field: str, text: str) -> dict[str, float]:
         """For each stemmed term of `text`: the share of `project`'s documents holding it."""
+        text = valid_utf8(text)
         self._index.reload()
         searcher = self._index.searcher()
         in_project = tantivy.Query.term_query(self.schema, "project", project)
