@@ -118,3 +118,41 @@ def test_doc_watcher(cli: CliRunner, home: Path, make_repo: Callable[[str], Path
     assert not leaks(synced.stdout + synced.stderr)
     assert_export_clean(cli, str(repo), [LOOKALIKES[0]])
     assert_data_dir_clean(home)
+
+
+def test_claude_transcript_capture(cli: CliRunner, home: Path, tmp_path: Path,
+                                   make_repo: Callable[[str], Path]) -> None:
+    from integrations.transcript import Turn, extract
+    from tests.test_claude import HOOK_ENV, payload, wait_drained
+
+    repo = make_repo("claude")
+    # One secret per message, said as a convention (what capture keeps); a session stores at
+    # most 8 memories per run, so the corpus is spread over sessions of 8 messages.
+    said = [f"From now on, always deploy staging with this: {text.replace('. ', '; ')}"
+            for text, _, _ in SECRETS]
+    # Capture keeps single-line statements: multi-line ones (key blocks, YAML) are not
+    # captured at all (safe), the rest must arrive redacted.
+    said = [s for s in said if extract([Turn("user", s)])]
+    assert len(said) >= 50
+    for n in range(0, len(said), 8):
+        transcript = tmp_path / f"session-{n}.jsonl"
+        lines = []
+        for m, text in enumerate(said[n:n + 8]):
+            role = "user" if m % 2 else "assistant"
+            content = text if role == "user" else [{"type": "text", "text": text}]
+            lines.append(json.dumps({"type": role, "sessionId": f"s-{n}",
+                                     "message": {"role": role, "content": content}}))
+        transcript.write_text("\n".join(lines) + "\n")
+        hook = json.loads(payload("Stop", repo, transcript))
+        hook["session_id"] = f"s-{n}"
+        r = cli("hook", "claude", "Stop", env=HOOK_ENV, input=json.dumps(hook))
+        assert r.code == 0 and r.stdout == "" and not leaks(r.stderr)
+        wait_drained(home)
+    exported = cli("export", "--project", str(repo)).stdout
+    # The path is really exercised: nearly every statement was captured (texts that redact
+    # to near-identical ones are deduplicated), each with its redaction marker.
+    # (A multi-line statement is captured by its first line only: "[pypi]" carries no secret.)
+    marked = [line for line in exported.splitlines() if "[REDACTED:" in line]
+    assert len(marked) >= 0.9 * len(said)
+    assert_export_clean(cli, str(repo), [])
+    assert_data_dir_clean(home)
