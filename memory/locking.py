@@ -58,6 +58,16 @@ class FileLock:
         self._fd = fd
         return True
 
+    @contextmanager
+    def wait(self) -> Iterator[None]:
+        """Block until the job's holder (if any) is done, and keep others out meanwhile."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

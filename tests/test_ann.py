@@ -51,3 +51,28 @@ def test_one_builder_across_processes(store: MemoryStore) -> None:
     finally:
         other.release()
     assert store.index_vectors_if_large(min_rows=10, background=False)
+
+
+def test_hard_erase_waits_for_an_index_build(store: MemoryStore) -> None:
+    # Erase drops unverified files: an index build's uncommitted files must not be among them.
+    import threading
+
+    records = synthetic_records(synthetic_vectors(20), 0)
+    store.insert(records)
+    builder = FileLock(store.paths.ann_lock)
+    assert builder.try_acquire()
+    done = threading.Event()
+
+    def erase() -> None:
+        store.erase([records[0].id])
+        done.set()
+
+    worker = threading.Thread(target=erase)
+    worker.start()
+    try:
+        assert not done.wait(1.0)  # blocked while the build runs
+    finally:
+        builder.release()
+    worker.join(60)
+    assert done.is_set()
+    assert store.table.get([records[0].id]) == []

@@ -176,8 +176,14 @@ class MemoryStore:
         """Hard delete: gone from the table, its old versions and the index files."""
         with self.lock.hold():
             self.table.delete(ids)
-            self.table.purge_history()
+            self._purge_history()
             self.lexical.erase(self._all_docs(progress))
+
+    def _purge_history(self) -> None:
+        # Dropping unverified files would also drop an index build's files that are written
+        # but not yet committed: wait for any build (in any process) to finish first.
+        with FileLock(self.paths.ann_lock).wait():
+            self.table.purge_history()
 
     # -- consistency --------------------------------------------------------------------
     def _all_docs(self, progress: Callable[[int, int], None] | None = None) -> Iterable[LexicalDoc]:
@@ -221,10 +227,15 @@ class MemoryStore:
         return sorted(olds[r["id"]] for r in rows if r["superseded_by"] is None)
 
     def _repair(self, report: DoctorReport) -> None:
-        if report.missing_from_index or report.orphans_in_index:
+        if report.orphans_in_index:
+            # Only a hard erase cut off after its table delete leaves these. Finish it: a
+            # plain index delete would leave the text in the table's old versions and the
+            # index files, and a retried erase finds no memory to erase.
+            self._purge_history()
+            self.lexical.erase(self._all_docs())  # re-adds the missing ones too
+        elif report.missing_from_index:
             missing = self.table.get(report.missing_from_index)
-            self.lexical.write(add=[lexical_doc(m) for m in missing],
-                               delete=report.orphans_in_index)
+            self.lexical.write(add=[lexical_doc(m) for m in missing])
         for new in self.table.get(report.broken_supersede_links):
             if new.supersedes:
                 self.table.update([new.supersedes], {"superseded_by": new.id,
