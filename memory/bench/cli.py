@@ -56,6 +56,15 @@ def locomo(
     mode: Annotated[str, typer.Option("--mode", help="fused, bm25, vector or all.")] = "all",
     k: Annotated[str, typer.Option("-k", help="Cut-offs to report (5,10).")] = "5,10",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Also rerank each mode's top "
+                      "hits with the local generator and report '<mode>+rerank' on the same "
+                      "hits, plus the rerank latency (slow: seconds per question).")] = False,
+    rerank_top: Annotated[int, typer.Option("--rerank-top", min=2, max=50, help="Hits "
+                          "reranked per question.")] = 20,
+    expand: Annotated[bool, typer.Option("--expand", help="Also expand short questions "
+                      "with generator keywords and report '<mode>+expand'.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N "
+                     "questions of each conversation (for quicker runs).")] = None,
 ) -> None:
     """Turn- and session-level recall on LoCoMo: each conversation in a fresh project."""
     from rich.progress import Progress
@@ -65,6 +74,7 @@ def locomo(
 
     if not data.is_dir():
         raise InputError(f"no such directory: {data}")
+    variants = _variants(rerank, rerank_top, expand) if rerank or expand else None
     modes = list(lb.MODES) if mode == "all" else [m.strip() for m in mode.split(",")]
     cutoffs = [int(x) for x in k.split(",") if x.strip()]
     if any(c not in (5, 10) for c in cutoffs):
@@ -76,11 +86,25 @@ def locomo(
         def progress(label: str, done: int, total: int) -> None:
             bar.update(task, description=label, completed=done, total=total)
 
-        result = lb.run(ctx.memories, data, modes, progress)
+        result = lb.run(ctx.memories, data, modes, progress, limit=limit, variants=variants)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     _locomo_table(result, cutoffs)
+
+
+def _variants(rerank: bool, top: int, expand: bool) -> Any:
+    from memory.bench.locomo import Variants
+    from memory.config import paths
+    from memory.llm.generator import load_generator
+    from memory.llm.prefix_cache import PrefixCache
+    from memory.recall.rerank import QueryExpander, Reranker
+
+    with err.status("loading the generator"):
+        gen = load_generator(paths().models)
+    cache = PrefixCache(256 << 20)
+    return Variants(Reranker(gen, cache, top=top) if rerank else None,
+                    QueryExpander(gen, cache) if expand else None)
 
 
 def _locomo_table(result: dict[str, Any], cutoffs: list[int]) -> None:
@@ -99,6 +123,8 @@ def _locomo_table(result: dict[str, Any], cutoffs: list[int]) -> None:
                           *(_pct(v[f"turn_recall@{c}"]) for c in cutoffs),
                           _pct(v["session_recall@5"]), _pct(v["mrr"]))
     out.print(table)
+    for name, t in result.get("latency_ms", {}).items():
+        out.print(f"{name}: {t['mean']} ms mean, {t['p95']} ms p95 per question")
 
 
 @bench_app.command()

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory.errors import InputError
 from memory.project import Project
-from memory.recall import RecallOptions
+from memory.recall import Hit, RecallOptions
 from memory.record import Memory
 from memory.service import Memories
+
+if TYPE_CHECKING:
+    from memory.recall.rerank import QueryExpander, Reranker
 
 MODES: dict[str, Sequence[str] | None] = {
     "fused": None,  # every channel: the product's default recall
@@ -128,28 +133,73 @@ def session_of(dia_id: str) -> str:
     return dia_id.split(":")[0]
 
 
+@dataclass
+class Variants:
+    """Optional model steps scored on the same questions as recall: a reranker of the hits,
+    a query expander (recall runs again on the expanded query when it changed)."""
+
+    reranker: Reranker | None = None
+    expander: QueryExpander | None = None
+    scores: dict[str, Scores] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return [n for n, on in (("rerank", self.reranker), ("expand", self.expander)) if on]
+
+    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        result = fn()
+        self.seconds.setdefault(name, []).append(time.perf_counter() - started)
+        return result
+
+
 def evaluate(mem: Memories, conv: Conversation, mapping: dict[str, str], mode: str,
-             scores: Scores) -> None:
+             scores: Scores, questions: Sequence[dict[str, Any]] | None = None,
+             variants: Variants | None = None) -> None:
+    """Score recall on `questions` (default: all), and each of `variants` into
+    `variants.scores["<mode>+<variant>"]`."""
     now = conv.last_date + timedelta(days=1)  # ask right after the conversation
-    for q in conv.questions:
+    opts = RecallOptions(k=DEPTH, channels=MODES[mode], reinforce=False, now=now)
+    for q in conv.questions if questions is None else questions:
         evidence = {e.strip() for e in q.get("evidence", []) for e in e.split(";")}
         if not evidence:
             continue
-        opts = RecallOptions(k=DEPTH, channels=MODES[mode], reinforce=False, now=now)
-        hits = mem.search(str(q["question"]), opts)
-        ranked = [mapping.get(h.memory.id, "") for h in hits]
-        first = next((r for r, d in enumerate(ranked, 1) if d in evidence), None)
-        sessions: list[str] = []
-        for d in ranked:
-            if d and session_of(d) not in sessions:
-                sessions.append(session_of(d))
-        ev_sessions = {session_of(e) for e in evidence}
-        scores.add(str(q["category"]), bool(first and first <= 5), bool(first and first <= 10),
-                   bool(ev_sessions & set(sessions[:5])), 1.0 / first if first else 0.0)
+        question = str(q["question"])
+        hits = mem.search(question, opts)
+        _score_hits(hits, q, evidence, mapping, scores)
+        if variants is None:
+            continue
+        if variants.reranker is not None:
+            reranked = variants.timed("rerank", partial(variants.reranker.rerank, question,
+                                                        hits))
+            _score_hits(reranked, q, evidence, mapping,
+                        variants.scores.setdefault(f"{mode}+rerank", Scores()))
+        if variants.expander is not None:
+            expanded = variants.timed("expand", partial(variants.expander.expand, question))
+            if expanded != question:
+                hits = mem.search(expanded, opts)
+            _score_hits(hits, q, evidence, mapping,
+                        variants.scores.setdefault(f"{mode}+expand", Scores()))
+
+
+def _score_hits(hits: Sequence[Hit], q: dict[str, Any], evidence: set[str],
+                mapping: dict[str, str], scores: Scores) -> None:
+    ranked = [mapping.get(h.memory.id, "") for h in hits]
+    first = next((r for r, d in enumerate(ranked, 1) if d in evidence), None)
+    sessions: list[str] = []
+    for d in ranked:
+        if d and session_of(d) not in sessions:
+            sessions.append(session_of(d))
+    ev_sessions = {session_of(e) for e in evidence}
+    scores.add(str(q["category"]), bool(first and first <= 5), bool(first and first <= 10),
+               bool(ev_sessions & set(sessions[:5])), 1.0 / first if first else 0.0)
 
 
 def run(mem_for: Callable[[Project], Memories], data_dir: Path, modes: Sequence[str],
-        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str, int, int], None] | None = None, *, limit: int | None = None,
+        variants: Variants | None = None) -> dict[str, Any]:
+    """Recall scores per mode; `limit` takes the first questions of each conversation only;
+    `variants` add "<mode>+rerank" / "<mode>+expand" results and their latencies."""
     files = sorted(data_dir.glob("*.json"))
     if not files:
         raise InputError(f"no LoCoMo conversations (*.json) in {data_dir}")
@@ -170,10 +220,21 @@ def run(mem_for: Callable[[Project], Memories], data_dir: Path, modes: Sequence[
                 progress(f"ingest {conv.name}", done, len(conv.turns))
 
         mapping = ingest(mem, conv, step)
+        asked = conv.questions[:limit] if limit is not None else conv.questions
         for mode in modes:
             if progress:
-                progress(f"recall {conv.name} ({mode})", 0, len(conv.questions))
-            evaluate(mem, conv, mapping, mode, scores[mode])
-        questions += len(conv.questions)
-    return {"questions": questions, "conversations": len(files),
-            "modes": {m: s.summary([5, 10]) for m, s in scores.items()}}
+                progress(f"recall {conv.name} ({mode})", 0, len(asked))
+            evaluate(mem, conv, mapping, mode, scores[mode], asked, variants)
+        questions += len(asked)
+    out: dict[str, Any] = {"questions": questions, "conversations": len(files),
+                           "modes": {m: s.summary([5, 10]) for m, s in scores.items()}}
+    if variants is not None:
+        out["modes"].update({m: s.summary([5, 10]) for m, s in variants.scores.items()})
+        out["latency_ms"] = {name: _latency(ts) for name, ts in variants.seconds.items()}
+    return out
+
+
+def _latency(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(1000 * t for t in seconds)
+    return {"mean": round(sum(ms) / max(len(ms), 1), 1),
+            "p95": round(ms[int(0.95 * (len(ms) - 1))], 1) if ms else 0.0}
