@@ -156,7 +156,8 @@ def build_tools(runtime: Runtime) -> list[Tool]:
             "What you want to know, in words and identifiers: 'how are releases cut', "
             "'parseConfig error handling', 'what broke last week' (time expressions narrow the "
             "search)."))],
-        k: Annotated[int, Field(ge=1, le=50, description=(
+        # strict: `true` or "5" is a client bug to report, not a k of 1 or 5
+        k: Annotated[int, Field(ge=1, le=50, strict=True, description=(
             "Most hits to return; fewer come back if the 1,500-character budget runs out."
         ))] = 8,
         kinds: Annotated[list[Kind] | None, Field(max_length=9, description=(
@@ -278,7 +279,7 @@ def build_tools(runtime: Runtime) -> list[Tool]:
     def briefing(
         files: Annotated[list[FilePath] | None, Field(max_length=64, description=(
             "Files you are about to work on: memories about them come first."))] = None,
-        budget: Annotated[int, Field(ge=300, le=20_000, description=(
+        budget: Annotated[int, Field(ge=300, le=20_000, strict=True, description=(
             "Most characters of text to return."))] = BRIEFING_BUDGET,
     ) -> Annotated[CallToolResult, BriefingResult]:
         result = make_briefing(runtime, files or (), budget)

@@ -167,6 +167,8 @@ def test_stdio_tools_end_to_end(home: Path, mem: Memories) -> None:
             failed(await client.call_tool("recall", {"query": "x", "since": "2024-05-02",
                                                      "until": "2024-05-01"}), "since")
             failed(await client.call_tool("recall", {"query": "x", "k": 0}), "k")
+            failed(await client.call_tool("recall", {"query": "x", "k": True}), "k")
+            failed(await client.call_tool("recall", {"query": "x", "k": "5"}), "k")
             failed(await client.call_tool("recall", {"query": "x", "since": "last tuesday"}),
                    "since")
 
