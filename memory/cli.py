@@ -101,7 +101,10 @@ def add(
                                          importance=importance, title=title,
                                          supersedes=supersedes, source="user")
     if as_json:
-        emit_json({**result.memory.to_public(), **result.to_public()})
+        # `status` is what this add did (stored / duplicate / quarantined); the record's own
+        # status (active, quarantined, archived) would otherwise be shadowed by it.
+        emit_json({**result.memory.to_public(), **result.to_public(),
+                   "memory_status": result.memory.status})
         return
     print(result.id)
     if result.status == "duplicate":

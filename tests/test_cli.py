@@ -47,6 +47,7 @@ def test_add_reads_stdin_and_returns_record_as_json(cli: CliRunner) -> None:
     record = r.json()
     assert record["text"] == "The API listens on port 8080"
     assert record["status"] == "stored" and record["kind"] == "fact"
+    assert record["memory_status"] == "active"
 
 
 def test_exact_duplicate_returns_existing_id(cli: CliRunner) -> None:
