@@ -219,6 +219,13 @@ class Memories:
             " AND status != 'archived'", limit=1)
         return rows[0] if rows else None
 
+    def live_hashes(self) -> set[str]:
+        """Content hashes of this project's memories that `find_duplicate` would match (one
+        scan, for bulk imports)."""
+        table = self.store.table.scan(f"{self._where(False)} AND status != 'archived'",
+                                      ["content_hash"])
+        return set(table.column("content_hash").to_pylist())
+
     def related(self, vector: np.ndarray, kind: str
                 ) -> tuple[list[Similar], list[str], list[tuple[Memory, float]]]:
         """Near-duplicates of the same kind (to report), links to related memories, and the

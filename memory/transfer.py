@@ -38,7 +38,8 @@ def _time(obj: dict[str, Any], key: str) -> datetime | None:
         raise InputError(f"{key}: not an ISO date in range: {value[:40]!r}") from None
 
 
-def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memory:
+def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str],
+            owners: dict[str, str]) -> Memory:
     memory = mem.prepare(
         obj.get("text"),
         kind=obj.get("kind") or "note",
@@ -55,8 +56,8 @@ def _record(mem: Memories, obj: dict[str, Any], id_map: dict[str, str]) -> Memor
     )
     given = obj.get("id")
     if isinstance(given, str) and is_valid_id(given):
-        owner = mem.store.table.get([given])
-        if not owner or owner[0].project == mem.project.key:
+        owner = owners.get(given)
+        if owner is None or owner == mem.project.key:
             memory.id = given  # same id: re-importing the same file is a no-op
         # else: the id belongs to another project's memory (an export imported next to
         # its origin): keep the fresh id and remap links to it.
@@ -80,7 +81,14 @@ def import_lines(mem: Memories, lines: Sequence[str],
     skipped = 0
     errors: list[dict[str, Any]] = []
     pending: list[Memory] = []
+    # What is stored already, read once (not two look-ups per line): every id with its
+    # project, and this project's content hashes.
+    ids = mem.store.table.scan(None, ["id", "project"])
+    owners = dict(zip(ids.column("id").to_pylist(), ids.column("project").to_pylist(),
+                      strict=True))
+    known_hashes = mem.live_hashes()
     seen_hashes: set[str] = set()
+    seen_ids: set[str] = set()
     id_map: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -91,19 +99,20 @@ def import_lines(mem: Memories, lines: Sequence[str],
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise MemctlError("expected a JSON object")
-            memory = _record(mem, obj, id_map)
+            memory = _record(mem, obj, id_map, owners)
         except (json.JSONDecodeError, RecursionError, MemctlError) as exc:
             errors.append({"line": number, "error": str(exc)[:200]})
             if advance:
                 advance(1)
             continue
-        if (memory.content_hash in seen_hashes or mem.store.table.get([memory.id])
-                or mem.find_duplicate(memory)):
+        if (memory.content_hash in seen_hashes or memory.content_hash in known_hashes
+                or memory.id in owners or memory.id in seen_ids):
             skipped += 1
             if advance:
                 advance(1)
             continue
         seen_hashes.add(memory.content_hash)
+        seen_ids.add(memory.id)
         pending.append(memory)
     imported = {m.id for m in pending}
     for m in pending:  # links between records of this file follow their new ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.conftest import CliRunner, git
@@ -138,6 +139,14 @@ def test_export_import_is_idempotent(cli: CliRunner, tmp_path: Path) -> None:
     assert again["imported"] == 0 and again["skipped"] == 2
     hits = cli("search", "flaky test", "--project", "elsewhere", "--json").json()
     assert hits[0]["source"] == "import"
+    # One id twice in a file (edited by hand): the first record wins, nothing is doubled.
+    record = {**json.loads(exported.splitlines()[0]), "id": "0000000000abcdef"}
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(json.dumps(record) + "\n"
+                     + json.dumps({**record, "text": "Prefer attrs classes"}) + "\n")
+    r = cli("import", str(twice), "--project", "third", "--json").json()
+    assert r["imported"] == 1 and r["skipped"] == 1
+    assert len(cli("export", "--project", "third").stdout.splitlines()) == 1
 
 
 def test_reindex_stats_and_doctor(cli: CliRunner) -> None:
