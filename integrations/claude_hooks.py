@@ -8,6 +8,12 @@ integrations.claude_hooks [EVENT]`), with the event's JSON on stdin.
   conventions and bugs with their fix are picked out by heuristics (`transcript`); they are
   handed to a detached background process that stores them, so the session never waits for
   the store or the model to load.
+- PreCompact also has that process summarise the conversation being compacted (when it
+  has at least `SUMMARY_MIN_TURNS` turns) with the local generator, into one `episode`
+  memory tagged `summary`: within `$MEMCTL_SUMMARY_BUDGET` seconds of generation (default
+  20; 0 turns summaries off). The generator is loaded once per background process and keeps
+  the instruction's state in a prefix cache, so later queued summaries skip it. A summary
+  that cannot be made is logged and skipped; the heuristic captures are stored regardless.
 
 A hook never breaks the session: malformed input, an unknown event, a missing store or any
 failure means no output and exit status 0, with a line in `$MEMCTL_HOME/logs/hooks.log`.
@@ -19,6 +25,7 @@ reference describes for these two events; nothing at all is printed when there i
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +46,7 @@ from mcp_server import render
 from memory.config import default_home
 
 if TYPE_CHECKING:
+    from memory.llm.summarise import Summariser
     from memory.project import Project
     from memory.recall import Hit
     from memory.service import Memories
@@ -76,6 +84,14 @@ MAX_CAPTURED = 8
 IMPORTANCE = {"decision": 0.6, "convention": 0.6, "bug": 0.5}
 CAPTURE_TAGS = ("captured", "claude-code")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+# Session summaries (PreCompact only). Fewer turns than this have too little to summarise.
+SUMMARY_MIN_TURNS = 4
+SUMMARY_BUDGET = 20.0  # seconds of generation per summary; `MEMCTL_SUMMARY_BUDGET` overrides
+SUMMARY_IMPORTANCE = 0.4  # an overview: below the decisions and fixes it was made from
+SUMMARY_TURN_CHARS = 1000  # per turn, so that one long answer does not crowd out the rest
+SUMMARY_TAGS = (*CAPTURE_TAGS, "summary")
+SUMMARY_CACHE_BYTES = 32 << 20  # the instruction's compressed state is about 1 MB
 
 
 class HookInputError(ValueError):
@@ -287,7 +303,8 @@ def capture(payload: dict[str, Any], event: str) -> str:
         start = int(cursor.get("offset", 0)) if cursor.get("transcript") == str(path) else 0
         chunk = transcript.read_new(path, start)
         found = len(transcript.extract(chunk.turns, MAX_CAPTURED))
-        if found:
+        summary = wants_summary(event, len(chunk.turns))
+        if found or summary:
             # The drain resolves the project from `cwd` again, exactly as this hook did.
             item = {"cwd": payload["cwd"], "project": project.key,
                     "session": session, "event": event, "transcript": str(path),
@@ -296,8 +313,9 @@ def capture(payload: dict[str, Any], event: str) -> str:
         write_atomic(cursor_file, {"transcript": str(path), "offset": chunk.end,
                                    "updated": datetime.now(UTC).isoformat()})
     log(event, f"session={key} read {chunk.lines} lines ({chunk.bad_lines} malformed) "
-               f"up to byte {chunk.end}; {found} to capture")
-    if found:
+               f"up to byte {chunk.end}; {found} to capture"
+               + (f", {len(chunk.turns)} turns to summarise" if summary else ""))
+    if found or summary:
         spawn_drain()
     return ""
 
@@ -338,7 +356,87 @@ def store_item(item: dict[str, Any]) -> dict[str, int]:
             log("drain", f"skipped a candidate: {exc}")
             outcome = "rejected"
         counts[outcome] = counts.get(outcome, 0) + 1
+    if wants_summary(item["event"], len(chunk.turns)):
+        try:
+            outcome = store_summary(mem, chunk.turns, item["session"])
+        except Exception as exc:  # the captures above are stored: keep them and go on
+            log("drain", f"no summary: {type(exc).__name__}: {exc}")
+            outcome = "failed"
+        counts[f"summary {outcome}"] = 1
     return counts
+
+
+# -- PreCompact: session summary -----------------------------------------------------------------
+def summary_budget() -> float:
+    try:
+        return max(0.0, float(os.environ["MEMCTL_SUMMARY_BUDGET"]))
+    except (KeyError, ValueError):
+        return SUMMARY_BUDGET
+
+
+def wants_summary(event: str, turns: int) -> bool:
+    return event == "PreCompact" and turns >= SUMMARY_MIN_TURNS and summary_budget() > 0
+
+
+def conversation(turns: list[transcript.Turn]) -> str:
+    """The turns as "User: ..." and "Assistant: ..." lines of prose (code blocks dropped; a
+    speaker's consecutive turns, such as text around a tool call, on one line)."""
+    lines: list[tuple[str, str]] = []
+    for turn in turns:
+        text = " ".join(transcript.sentences(turn.text))[:SUMMARY_TURN_CHARS]
+        if not text:
+            continue
+        who = "User" if turn.role == "user" else "Assistant"
+        if lines and lines[-1][0] == who:
+            lines[-1] = (who, f"{lines[-1][1]} {text}")
+        else:
+            lines.append((who, text))
+    return "\n".join(f"{who}: {text}" for who, text in lines)
+
+
+@functools.cache
+def summariser() -> Summariser | None:
+    """The drain process's summariser (loaded on first use), or None if the generator cannot
+    load (logged once). Its prefix cache outlives one item, so later items reuse the state."""
+    from memory.config import paths
+    from memory.llm.generator import load_generator
+    from memory.llm.prefix_cache import PrefixCache
+    from memory.llm.summarise import Summariser
+
+    try:
+        gen = load_generator(paths(data_home()).models, n_ctx=2048, n_seq=1)
+    except Exception as exc:
+        log("drain", f"no summaries: the generator cannot load: {type(exc).__name__}: {exc}")
+        return None
+    return Summariser(gen, PrefixCache(SUMMARY_CACHE_BYTES))
+
+
+def store_summary(mem: Memories, turns: list[transcript.Turn], session: str) -> str:
+    """Summarise `turns` and remember the summary as an episode; the outcome, as counted."""
+    from memory.errors import MemctlError
+
+    budget = summary_budget()
+    model = summariser()
+    if model is None:
+        return "unavailable"
+    started = time.monotonic()
+    text = model.summarise(conversation(turns), deadline=started + budget)
+    if text is None:
+        log("drain", f"no summary: nothing usable after {time.monotonic() - started:.1f}s "
+                     f"(budget {budget:g}s)")
+        return "none"
+    hits = model.cache.stats().hits if model.cache is not None else 0
+    log("drain", f"summarised {len(turns)} turns in {time.monotonic() - started:.1f}s "
+                 f"(prefix cache hits so far: {hits})")
+    try:
+        # The model's inference, not anyone's words: an agent source, trusted as such.
+        result = mem.remember(text, kind="episode", source="agent", agent=AGENT,
+                              session=session, tags=list(SUMMARY_TAGS),
+                              importance=SUMMARY_IMPORTANCE)
+    except MemctlError as exc:
+        log("drain", f"summary rejected: {exc}")
+        return "rejected"
+    return result.status
 
 
 def drain() -> None:

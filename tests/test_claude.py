@@ -438,3 +438,142 @@ def test_hook_rewrite_replaces_stale_entries_in_place() -> None:
     assert groups[0]["hooks"][1] == claude.hook_handler("Stop")
     assert claude.remove_hooks(out, Path("settings.json")) == \
         {"hooks": {"Stop": [{"hooks": [theirs]}]}}
+
+
+# -- PreCompact: session summary ---------------------------------------------------------------
+SAFARI_TURNS: list[tuple[str, object]] = [
+    ("user", "Login on Safari shows a blank page since this morning's deploy."),
+    ("assistant", [{"type": "text", "text": "Let me check the browser console."},
+                   {"type": "tool_use", "id": "toolu_01Sf1", "name": "Bash",
+                    "input": {"command": "npm run e2e -- --browser webkit"}}]),
+    ("user", [{"type": "tool_result", "tool_use_id": "toolu_01Sf1",
+               "content": "SyntaxError: Invalid regular expression: invalid group specifier "
+                          "name\n1 failed"}]),
+    ("assistant", [{"type": "text", "text": "The console shows a SyntaxError: the email regex "
+                    "in `web/src/auth/validate.ts` uses a lookbehind, which Safari 15 does not "
+                    "support."}]),
+    ("user", "We decided to stop using lookbehind in regexes everywhere."),
+    ("assistant", [{"type": "text", "text": "I replaced the lookbehind with a split on '@' and "
+                    "added an eslint rule that rejects lookbehind in regexes. Login works on "
+                    "Safari 15 again."},
+                   {"type": "tool_use", "id": "toolu_01Sf2", "name": "Edit",
+                    "input": {"file_path": "web/src/auth/validate.ts"}}]),
+    ("user", [{"type": "tool_result", "tool_use_id": "toolu_01Sf2",
+               "content": "The file web/src/auth/validate.ts has been updated."}]),
+    ("user", "Thanks, that's all for now."),
+]
+EXPORT_TURNS: list[tuple[str, object]] = [
+    ("user", "The nightly export job crashes with a KeyError on 'currency' since yesterday."),
+    ("assistant", [{"type": "text", "text": "The new invoices from the Stripe import have no "
+                    "currency field. I made export/invoices.py default to the account's "
+                    "currency and added a test with a currency-less invoice."}]),
+    ("user", "Good. Can you also log a warning when the default is used?"),
+    ("assistant", [{"type": "text", "text": "Done: export/invoices.py now logs 'invoice "
+                    "without currency' with the invoice id, and the nightly export passes on "
+                    "yesterday's data."}]),
+]
+
+
+def write_transcript(path: Path, turns: list[tuple[str, object]],
+                     session: str = SESSION) -> Path:
+    """A Claude Code transcript of `turns`, with the metadata real lines carry."""
+    lines = [{"type": "summary", "summary": "Compaction test", "leafUuid": "0" * 32}]
+    parent = None
+    for i, (role, content) in enumerate(turns):
+        uuid = f"00000000-0000-4000-8000-{i:012d}"
+        message: dict[str, object] = {"role": role, "content": content}
+        if role == "assistant":
+            message.update({"id": f"msg_{i:04d}", "type": "message",
+                            "model": "claude-sonnet-4-20250514"})
+        lines.append({"parentUuid": parent, "isSidechain": False, "userType": "external",
+                      "cwd": "/home/dev/web", "sessionId": session, "version": "1.0.72",
+                      "type": role, "message": message, "uuid": uuid,
+                      "timestamp": f"2025-06-14T10:{i:02d}:00.000Z"})
+        parent = uuid
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator_model(models_dir: Path) -> Path:
+    """The default generator assembled into the shared models dir before `home` is seeded
+    from it, so the drain finds it there instead of assembling it again."""
+    from memory.llm.generator import model_path
+
+    return model_path(None, models_dir)
+
+
+@pytest.mark.parametrize("case", ["summary", "off", "no model"])
+def test_precompact_summarises_the_session(generator_model: Path, cli, make_repo, home: Path,
+                                           embedder, tmp_path: Path, case: str) -> None:
+    repo = make_repo("compacted")
+    transcript = write_transcript(tmp_path / "session.jsonl", SAFARI_TURNS)
+    env = {**HOOK_ENV, "MEMCTL_SUMMARY_BUDGET": "0" if case == "off" else "600"}
+    if case == "no model":
+        env["MEMCTL_GENERATOR"] = str(tmp_path / "missing.gguf")
+    r = cli("hook", "claude", "PreCompact", env=env,
+            input=payload("PreCompact", repo, transcript, trigger="auto"))
+    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    wait_drained(home)
+    rows = memories(home, embedder, repo).list(limit=0)
+    # The heuristic capture is stored whatever happens to the summary.
+    assert [m.text for m in rows if m.kind == "decision"] == \
+        ["We decided to stop using lookbehind in regexes everywhere."]
+    episodes = [m for m in rows if m.kind == "episode"]
+    log = log_text(home)
+    if case != "summary":
+        assert episodes == [] and len(rows) == 1
+        if case == "off":
+            assert "turns to summarise" not in log
+        else:
+            assert "the generator cannot load" in log and "summary unavailable 1" in log
+        return
+    assert len(episodes) == 1, log
+    summary = episodes[0]
+    assert summary.text.startswith("In this session, ") and "lookbehind" in summary.text
+    assert summary.source == "agent" and summary.agent == "claude-code"
+    assert summary.session == SESSION and summary.status == "active"
+    assert set(summary.tags) == {"captured", "claude-code", "summary"}
+    assert "6 turns to summarise" in log and "summary stored 1" in log
+    # A Stop on the same session never summarises; nothing new is read anyway.
+    cli("hook", "claude", "Stop", env=env, input=payload("Stop", repo, transcript))
+    wait_drained(home)
+    assert len(memories(home, embedder, repo).list(limit=0)) == 2
+
+
+def test_one_drain_reuses_the_cached_instruction(generator_model: Path, home: Path, embedder,
+                                                 make_repo, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two queued PreCompact items drained by one process: the second summary restores the
+    instruction's state from the process's prefix cache."""
+    monkeypatch.setenv("MEMCTL_HOME", str(home))
+    monkeypatch.setenv("MEMCTL_SUMMARY_BUDGET", "600")
+    for name in ("MEMCTL_PROJECT", "MEMCTL_GENERATOR"):
+        monkeypatch.delenv(name, raising=False)
+    repo = make_repo("drained")
+    project = resolve_project(None, cwd=repo)
+    spool = claude_hooks.spool_dir()
+    spool.mkdir(parents=True)
+    for i, (session, turns) in enumerate((("s-safari", SAFARI_TURNS),
+                                          ("s-export", EXPORT_TURNS))):
+        path = write_transcript(tmp_path / f"{session}.jsonl", turns, session)
+        claude_hooks.write_atomic(spool / f"{i}-{session}.json", {
+            "cwd": str(repo), "project": project.key, "session": session,
+            "event": "PreCompact", "transcript": str(path), "start": 0,
+            "end": path.stat().st_size})
+    claude_hooks.summariser.cache_clear()
+    try:
+        claude_hooks.drain()
+        model = claude_hooks.summariser()
+        assert model is not None and model.cache is not None
+        stats = model.cache.stats()
+        assert (stats.misses, stats.hits, stats.entries) == (1, 1, 1)
+        model.gen.close()
+    finally:
+        claude_hooks.summariser.cache_clear()
+    assert not claude_hooks.spool_has_work()
+    rows = memories(home, embedder, repo).list(limit=0)
+    episodes = {m.session: m.text for m in rows if m.kind == "episode"}
+    assert set(episodes) == {"s-safari", "s-export"}, log_text(home)
+    assert "lookbehind" in episodes["s-safari"] and "export" in episodes["s-export"]
+    assert "prefix cache hits so far: 1" in log_text(home)

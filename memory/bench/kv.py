@@ -18,7 +18,12 @@ notes, 256 to 2,048 tokens of the generator's tokenizer), side by side in one ru
 - restore: decompressing a cached 1,024-token prefix (the prefix cache's 4-bit mixed
   settings), loading it and evaluating a 16-token suffix, against prefilling all of it;
 - rerank of 20 candidates: every candidate prompt evaluated on its own, against the
-  reranker with a warm prefix cache (the instruction's state cached by an earlier query).
+  reranker with a warm prefix cache (the instruction's state cached by an earlier query);
+- session summaries (`memory.llm.summarise`) of 5 fixed sessions (`memory.bench.sessions`),
+  each timed once without a cache and once with the instruction's state restored from a
+  warm prefix cache (cached by a first summary, timed on its own as `summary_cold_ms`), and
+  the share of summaries that come out the same both ways (a summary that differs may also
+  differ in length, and so in decoding time).
 
 Timings take the fastest of a few repeats: the machine is shared, and the minimum is the
 least disturbed estimate of the same work.
@@ -49,6 +54,7 @@ REPEATS = 3
 PROMPTS = (("exceptions", 256), ("assignment", 512), ("compound", 1024),
            ("specialnames", 2048), ("notes", 1024))
 QUICK_PROMPTS = (("exceptions", 96),)
+QUICK_SESSIONS = 2
 # name -> (k bits, v bits, mixed, group); 16 bits would be lossless. Groups of 32 values
 # (4 bytes of float16 scale and offset each) cost 1 bit per value; groups of 128, 0.25.
 CODEC_ROWS = {
@@ -134,11 +140,13 @@ def run(models_dir: Any, model: str | None, quick: bool, threads: int | None,
         restore = _restore(f16, prompts, states, quick)
         progress("rerank")
         rerank = _rerank(f16, 4 if quick else RERANK_CANDIDATES, 1 if quick else REPEATS)
+        progress("session summaries")
+        summary = _summary(f16, QUICK_SESSIONS if quick else None)
     finally:
         f16.close()
     return {"model": path.name, "prompts": [{"name": p.name, "tokens": len(p.prefix)}
                                            for p in prompts],
-            "rows": rows, "kl_floor": floor, **restore, **rerank}
+            "rows": rows, "kl_floor": floor, **restore, **rerank, **summary}
 
 
 def _prompt(gen: Generator, source: str, n: int, suffix_n: int, greedy_n: int) -> Prompt:
@@ -275,9 +283,40 @@ def _rerank(gen: Generator, n: int, repeats: int) -> dict[str, Any]:
             "rerank_speedup": round(t_naive / t_cached, 2), "rerank_top5_overlap": overlap}
 
 
+def _summary(gen: Generator, limit: int | None) -> dict[str, Any]:
+    from memory.bench.sessions import SESSIONS
+    from memory.llm.prefix_cache import PrefixCache
+    from memory.llm.summarise import Summariser
+
+    texts = SESSIONS[:limit] if limit else SESSIONS
+    cached, naive = Summariser(gen, PrefixCache(64 << 20)), Summariser(gen)
+
+    def timed(s: Summariser, text: str) -> tuple[float, str | None]:
+        started = time.perf_counter()
+        out = s.summarise(text)
+        return time.perf_counter() - started, out
+
+    t_cold, _ = timed(cached, texts[-1])  # evaluates the instruction and caches its state
+    t_cached, t_naive, same = [], [], 0
+    for text in texts:  # alternated, so that a busy spell on the machine hits both
+        tn, a = timed(naive, text)
+        tc, b = timed(cached, text)
+        t_naive.append(tn)
+        t_cached.append(tc)
+        same += a == b
+    mean_cached, mean_naive = sum(t_cached) / len(texts), sum(t_naive) / len(texts)
+    return {"summary_sessions": len(texts), "summary_ms": round(mean_cached * 1000, 1),
+            "summary_naive_ms": round(mean_naive * 1000, 1),
+            "summary_cold_ms": round(t_cold * 1000, 1),
+            "summary_speedup": round(mean_naive / mean_cached, 2),
+            "summary_same": round(same / len(texts), 2),
+            "summary_prefix_tokens": len(cached.prefix_tokens())}
+
+
 def kv(
-    quick: Annotated[bool, typer.Option("--quick", help="One short prompt and 4 rerank "
-                     "candidates: checks the machinery in seconds, measures nothing.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="One short prompt, 4 rerank "
+                     "candidates and 2 session summaries: checks the machinery in about a "
+                     "minute, measures nothing.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="gemma3-270m, smollm2-135m or "
                      "a GGUF path (default: $MEMCTL_GENERATOR, else gemma3-270m).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="llama.cpp "
@@ -286,8 +325,8 @@ def kv(
 ) -> None:
     """KV-cache state: bytes per token of llama.cpp's f16/q8_0/q4_0 caches and of memctl's
     codec (8/4/2 bits, uniform or mixed precision), their KL divergence and greedy agreement
-    against the f16 cache, restore + suffix vs full prefill, and rerank with/without the
-    prefix cache."""
+    against the f16 cache, restore + suffix vs full prefill, and rerank and session summaries
+    with/without the prefix cache."""
     from rich.console import Console
 
     from memory.config import paths
@@ -325,3 +364,9 @@ def _table(result: dict[str, Any]) -> None:
               f"{result['rerank_cached_ms']} ms with the prefix cache vs "
               f"{result['rerank_naive_ms']} ms without ({result['rerank_speedup']}x; "
               f"top-5 overlap {result['rerank_top5_overlap']:.2f})")
+    out.print(f"session summary ({result['summary_sessions']} sessions, "
+              f"{result['summary_prefix_tokens']}-token instruction cached): "
+              f"{result['summary_ms']} ms with the prefix cache vs {result['summary_naive_ms']} "
+              f"ms without ({result['summary_speedup']}x; first, caching it: "
+              f"{result['summary_cold_ms']} ms; same summary both ways: "
+              f"{result['summary_same']:.0%})")
