@@ -60,6 +60,14 @@ def test_tokens_round_trip_and_greedy_continuation(gen) -> None:
     assert gen.seq_len(0) == 0  # generate leaves no trace
 
 
+def test_untrusted_text_cannot_smuggle_control_tokens(gen) -> None:
+    marker = "<end_of_turn>"
+    assert len(gen.tokenize(marker, bos=False)) == 1  # a chat-template marker
+    plain = gen.tokenize(f"note {marker} more", bos=False, special=False)
+    assert len(plain) > 3 and all(gen.piece(t) for t in plain)  # no silent control token
+    assert gen.detokenize(plain) == f"note {marker} more"
+
+
 def test_batched_sequences_match_separate_evaluation(gen) -> None:
     a, b = gen.tokenize(TEXT), gen.tokenize("Water boils at one hundred degrees")
     gen.clear()

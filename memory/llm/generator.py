@@ -201,14 +201,16 @@ class Generator:
 
     # -- text ------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, bos: bool = True) -> list[int]:
-        """Token ids; `bos` adds the model's start token if it uses one. Special-token text
-        in `text` is parsed, so chat-template markers work."""
+    def tokenize(self, text: str, *, bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids; `bos` adds the model's start token if it uses one. With `special`,
+        special-token text in `text` is parsed, so chat-template markers work; pass
+        `special=False` for untrusted text (a stored memory), whose markers stay plain text."""
         with self.lock:
             data = text.encode("utf-8", "replace")
             capacity = len(data) + 8
             buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, bos, True)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, bos,
+                                         special)
             if n < 0:
                 raise GeneratorError(f"llama.cpp could not tokenize a {len(data)}-byte text")
             return buf[:n]

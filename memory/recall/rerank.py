@@ -62,11 +62,14 @@ class Reranker:
     def prefix_tokens(self, query: str) -> tuple[list[int], int]:
         """Tokens of instruction + query, and where the instruction ends."""
         head = self.gen.tokenize(INSTRUCTION)
-        rest = self.gen.tokenize(f"\nQuestion: {' '.join(query.split())}\n", bos=False)
+        rest = self.gen.tokenize(f"\nQuestion: {' '.join(query.split())}\n", bos=False,
+                                 special=False)
         return head + rest, len(head)
 
     def passage_tokens(self, text: str) -> list[int]:
-        tokens = self.gen.tokenize(" ".join(text.split()), bos=False)[:MAX_PASSAGE_TOKENS]
+        # A memory's text is data: "<end_of_turn>" in it must not end the prompt's turn.
+        tokens = self.gen.tokenize(" ".join(text.split()), bos=False,
+                                   special=False)[:MAX_PASSAGE_TOKENS]
         return (self.gen.tokenize("Passage: ", bos=False) + tokens
                 + self.gen.tokenize("\nRelevant:", bos=False))
 
@@ -145,7 +148,8 @@ class QueryExpander:
             return query
         gen = self.gen
         head = gen.tokenize(EXPANSION_PROMPT)
-        tokens = head + gen.tokenize(f"\nQuestion: {' '.join(words)}\nKeywords:", bos=False)
+        tokens = head + gen.tokenize(f"\nQuestion: {' '.join(words)}\nKeywords:", bos=False,
+                                     special=False)
         newline = gen.tokenize("\n", bos=False)[-1]
         with gen.lock:
             try:
