@@ -6,10 +6,12 @@ user can see why it ranked.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +20,8 @@ from memory.record import KINDS, Memory, utcnow
 from memory.scoring import decay, fusion
 from memory.scoring import trust as trust_mod
 from memory.store import MemoryStore
-from memory.store.table import sql_in, sql_str
+from memory.store.snapshot import Filter
+from memory.store.table import LIGHT_COLUMNS, sql_in, sql_str
 from memory.timeparse import TimeWindow, parse_time_expression, strip_time_expression
 
 CHANNELS = ("semantic", "lexical", "entity", "temporal", "context")
@@ -30,6 +33,10 @@ SMOOTH = {"lexical": 0.4, "semantic": 0.2}
 NEIGHBOUR_SHARE = 0.4
 NEIGHBOUR_SEEDS = 3
 MAX_SESSION_ROWS = 5_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A final score is relevance times at most this (full trust weight, no decay), with a margin
+# for rounding: once the k-th score beats the next relevance times it, ranking can stop.
+BOUND = fusion.gentle(trust_mod.WEIGHT_MAX, 1.0) * (1 + 1e-9)
 
 
 @dataclass
@@ -66,35 +73,46 @@ class Hit:
         return out
 
 
-def _visibility(project: str, opts: RecallOptions, window: TimeWindow | None) -> str:
+def _visibility(project: str, opts: RecallOptions, window: TimeWindow | None
+                ) -> tuple[str, Filter]:
+    """Which memories recall may return: as a LanceDB where-clause (for the channels that
+    search LanceDB) and as the same rule over the snapshot's arrays."""
     where = f"project = {sql_str(project)} AND status = 'active'"
     if not opts.include_superseded:
         where += " AND superseded_by IS NULL"
+    kinds: tuple[str, ...] | None = None
     if opts.kinds:
-        kinds = [k for k in opts.kinds if k in KINDS]
-        where += f" AND {sql_in('kind', kinds or ['-'])}"
+        kinds = tuple(k for k in opts.kinds if k in KINDS) or ("-",)
+        where += f" AND {sql_in('kind', list(kinds))}"
     explicit = opts.since or opts.until
     bounds = TimeWindow(opts.since, opts.until, "filter", "") if explicit else None
+    spans: list[tuple[int | None, int | None]] = []
     for w in (bounds, window if window and window.mode == "filter" else None):
         if w is not None:
             where += f" AND {temporal.window_sql(w)}"
-    return where
+            spans.append(temporal.window_bounds(w))
+    return where, Filter(project, opts.include_superseded, kinds, tuple(spans))
 
 
 def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], project: str,
            text: str, opts: RecallOptions, timings: dict[str, float] | None = None
            ) -> list[Hit]:
-    """Ranked hits for `text`. If `timings` is given, seconds spent per channel are added."""
+    """Ranked hits for `text`. If `timings` is given, seconds spent per channel (and in the
+    stages around them: snapshot, fuse, rows, reinforce) are added."""
+    clock = _Clock(timings)
     k = max(1, min(int(opts.k), MAX_K))
     now = opts.now or utcnow()
     window = parse_time_expression(text, now)
     core = strip_time_expression(text, window) if window else text
     core = core.strip() or text
     active = set(opts.channels or CHANNELS)
-    where = _visibility(project, opts, window)
+    where, visible = _visibility(project, opts, window)
+    # Read the table's version before any channel: every write acknowledged by now is seen.
+    snap = store.snapshot()
+    clock.lap("snapshot")
     limit = max(opts.candidates, k)
     q = Query(project=project, text=core, vector=None, where=where,
-              limit=limit, files=list(opts.files))
+              limit=limit, files=list(opts.files), filter=visible, snapshot=snap)
     if active & {"semantic", "temporal"}:
         started = time.perf_counter()
         q.vector = embed([core])[0]
@@ -119,7 +137,9 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
-    neighbours = _session_neighbours(store, where, {i for lst in scored.values() for i, _ in lst})
+    clock.lap(None)
+    candidates = sorted({i for lst in scored.values() for i, _ in lst})
+    neighbours = snap.session_neighbours(candidates, visible, MAX_SESSION_ROWS)
     rankings = {
         name: [i for i, _ in fusion.smooth(lst, neighbours, SMOOTH[name])]
         if name in SMOOTH and neighbours else [i for i, _ in lst]
@@ -138,58 +158,72 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
                 relevance[nb] = NEIGHBOUR_SHARE * relevance[seed]
                 ranks.setdefault(nb, {})
 
-    # Visibility comes from the table, the source of truth (the index does not know it).
+    clock.lap("fuse")
+    # Visibility comes from the table (via the snapshot), the source of truth: the index does
+    # not know it. The pool is ranked from the snapshot; full rows are read for the top k only.
     pool = sorted(relevance, key=lambda i: (-relevance[i], i))[: limit * 2]
-    rows = store.table.rows(f"({where}) AND {sql_in('id', pool)}")
-    best = max((relevance[m.id] for m in rows), default=1.0) or 1.0
-    hits = [_score(m, relevance[m.id], relevance[m.id] / best, ranks.get(m.id, {}), now)
-            for m in rows]
-    hits.sort(key=lambda h: (-h.score, h.memory.id))
-    hits = hits[:k]
+    pool = snap.visible(pool, visible)
+    rows = snap.score_fields(pool)
+    best = max((relevance[i] for i in pool), default=1.0) or 1.0
+    now_us = _micros(now)
+    scored_rows: list[tuple[str, tuple[float, float, float]]] = []
+    for r in rows:  # by relevance, best first
+        if len(scored_rows) >= k and scored_rows[k - 1][1][0] > relevance[r["id"]] * BOUND:
+            break  # no memory from here on can reach the top k
+        parts = _score(r, relevance[r["id"]], relevance[r["id"]] / best, now_us)
+        bisect.insort(scored_rows, (r["id"], parts), key=lambda x: (-x[1][0], x[0]))
+    top = scored_rows[:k]
+    memories = {m.id: m for m in (Memory.from_row(r) for r in store.snapshots.take(
+        [i for i, _ in top], LIGHT_COLUMNS, snap).to_pylist())}
+    hits = [Hit(memories[i], score, relevance[i], dict(ranks.get(i, {})), trust, retention)
+            for i, (score, trust, retention) in top if i in memories]
+    clock.lap("rows")
     if opts.reinforce and hits:
         _reinforce(store, [h.memory.id for h in hits], now)
+        clock.lap("reinforce")
     return hits
 
 
-def _session_neighbours(store: MemoryStore, where: str, ids: set[str]) -> dict[str, list[str]]:
-    """Adjacent memories (previous and next by id, i.e. by creation) within each session."""
-    if not ids:
-        return {}
-    rows = store.table.scan(f"({where}) AND {sql_in('id', sorted(ids))} AND session IS NOT NULL",
-                            ["session"]).column("session").to_pylist()
-    sessions = sorted(set(rows))
-    if not sessions:
-        return {}
-    members = store.table.scan(f"({where}) AND {sql_in('session', sessions)}",
-                               ["id", "session"], limit=MAX_SESSION_ROWS).to_pylist()
-    by_session: dict[str, list[str]] = {}
-    for r in members:
-        by_session.setdefault(r["session"], []).append(r["id"])
-    out: dict[str, list[str]] = {}
-    for group in by_session.values():
-        group.sort()
-        for n, doc_id in enumerate(group):
-            out[doc_id] = [group[j] for j in (n - 1, n + 1) if 0 <= j < len(group)]
-    return out
+class _Clock:
+    """Adds the time since the previous lap to `timings[name]` (nothing without timings)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str | None) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        if name is not None:
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
 
 
-def _score(memory: Memory, relevance: float, strength: float, ranks: dict[str, int],
-           now: datetime) -> Hit:
-    """`relevance`: fused score over the best possible; `strength`: over this query's best
-    hit (the decay floor rises with it, so the query's strongest match stays findable)."""
-    trust = trust_mod.mean(memory.trust_alpha, memory.trust_beta)
-    age_days = max(0.0, (now - memory.valid_from).total_seconds() / 86400.0)
-    if memory.last_accessed_at is not None:
+def _micros(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _score(row: dict[str, Any], relevance: float, strength: float, now_us: int
+           ) -> tuple[float, float, float]:
+    """(score, trust, retention) of one memory's snapshot SCORE_FIELDS (times in UTC µs).
+    `relevance`: fused score over the best possible; `strength`: over this query's best hit
+    (the decay floor rises with it, so the query's strongest match stays findable)."""
+    alpha, beta = row["trust_alpha"], row["trust_beta"]
+    trust = trust_mod.mean(alpha, beta)
+    # Exactly timedelta.total_seconds(): integer microseconds over 10**6.
+    age_days = max(0.0, (now_us - row["valid_from"]) / 10**6 / 86400.0)
+    if row["last_accessed_at"] is not None:
         # Recall reinforces: age counts from the last time it was useful.
-        age_days = min(age_days, max(0.0, (now - memory.last_accessed_at).total_seconds() / 86400))
-    retention = decay.retention_for(memory.kind, age_days, memory.access_count,
-                                    memory.importance, trust)
+        age_days = min(age_days, max(0.0, (now_us - row["last_accessed_at"]) / 10**6 / 86400))
+    retention = decay.retention_for(row["kind"], age_days, row["access_count"],
+                                    row["importance"], trust)
     score = fusion.final_score(
         relevance,
-        trust_mod.weight(memory.trust_alpha, memory.trust_beta),
+        trust_mod.weight(alpha, beta),
         decay.rank_factor(retention, min(1.0, strength)),
     )
-    return Hit(memory, score, relevance, dict(ranks), trust, retention)
+    return score, trust, retention
 
 
 def _reinforce(store: MemoryStore, ids: list[str], now: datetime) -> None:

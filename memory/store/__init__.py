@@ -23,6 +23,7 @@ from memory.config import Paths
 from memory.locking import FileLock, WriteLock
 from memory.record import Memory
 from memory.store.lexical import LexicalDoc, LexicalIndex
+from memory.store.snapshot import Snapshot, SnapshotCache
 from memory.store.table import ANN_MIN_ROWS, MemoryTable, sql_in
 
 __all__ = ["DoctorReport", "LexicalDoc", "MemoryStore"]
@@ -73,13 +74,20 @@ class MemoryStore:
             self.migrated = self.table.migrate()
             self.lexical = LexicalIndex(paths.lexical)
             self._reconcile_if_diverged()
+        # Below the ANN threshold the snapshot also holds the vectors for exact flat search.
+        self.snapshots = SnapshotCache(self.table, ANN_MIN_ROWS)
         self._writes = 0
         self._ann_checked = False
         self._touch_lock = threading.Lock()
         self._touched: Counter[str] = Counter()
         self._touched_at: datetime | None = None
         self._touch_started = 0.0
-        atexit.register(self.flush_touches)
+        self._flusher: threading.Thread | None = None
+        atexit.register(self._flush_at_exit)
+
+    def snapshot(self) -> Snapshot:
+        """Recall's view of the table at its latest version (reloaded when it moved)."""
+        return self.snapshots.current()
 
     # -- maintenance --------------------------------------------------------------------
     def _wrote(self) -> None:
@@ -133,7 +141,24 @@ class MemoryStore:
             due = (len(self._touched) >= TOUCH_BATCH
                    or time.monotonic() - self._touch_started >= TOUCH_MAX_AGE_S)
         if due:
-            self.flush_touches()
+            # Written by a background thread: a recall does not wait for the write.
+            with self._touch_lock:
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._flusher = threading.Thread(target=self._flush_in_background,
+                                                     name="memctl-touch", daemon=True)
+                    self._flusher.start()
+
+    def _flush_in_background(self) -> None:
+        self.flush_touches()
+        with contextlib.suppress(Exception):  # best effort, like the flush itself
+            self._wrote()  # touches add fragments too: let them count toward compaction
+            self.snapshots.current()  # reload here rather than in the next recall
+
+    def _flush_at_exit(self) -> None:
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(timeout=30)
+        self.flush_touches()
 
     def flush_touches(self) -> None:
         with self._touch_lock:

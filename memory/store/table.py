@@ -143,6 +143,14 @@ class MemoryTable:
             self._table.checkout_latest()
             return fn()
 
+    def version(self) -> int:
+        """The latest committed version (every call checks: read consistency interval 0)."""
+        return self._read(lambda: int(self._table.version))
+
+    def dataset(self) -> Any:
+        """The Lance dataset at the latest version, pinned there (for snapshots)."""
+        return self._read(self._table.to_lance)
+
     def count(self, where: str | None = None) -> int:
         return self._read(lambda: int(self._table.count_rows(where)))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from memory.store.snapshot import Filter, Snapshot
+
 Ranked = list[tuple[str, float]]
 
 
@@ -17,3 +19,5 @@ class Query:
     where: str  # LanceDB filter: project, visibility, kinds, hard time bounds
     limit: int
     files: list[str] = field(default_factory=list)
+    filter: Filter | None = None  # `where` as arrays, for the snapshot
+    snapshot: Snapshot | None = None

@@ -37,8 +37,12 @@ def search(store: MemoryStore, q: Query) -> Ranked:
     scores = dict(hits)
     seed_score = dict(hits[:SEEDS])
     # Links live on the newer memory (made at write time); follow them from the seeds.
-    rows = store.table.scan(f"({q.where}) AND {sql_in('id', list(seed_score))}",
-                            ["id", "links"]).to_pylist()
+    if q.snapshot is not None and q.filter is not None:
+        seeds = q.snapshot.visible(list(seed_score), q.filter)
+        rows = store.snapshots.take(seeds, ["id", "links"], q.snapshot).to_pylist()
+    else:
+        rows = store.table.scan(f"({q.where}) AND {sql_in('id', list(seed_score))}",
+                                ["id", "links"]).to_pylist()
     for row in rows:
         for linked in row["links"] or []:
             scores[linked] = scores.get(linked, 0.0) + SPREAD * seed_score[row["id"]]

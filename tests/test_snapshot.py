@@ -1,0 +1,155 @@
+"""Recall's in-process snapshot of the table (real LanceDB, real model, real subprocesses):
+it follows every committed version, including another process's writes, and its array
+filters, positions and flat cosine search agree with LanceDB's own answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.recall import RecallOptions, _visibility
+from memory.service import Memories
+from memory.store.snapshot import Filter
+from memory.timeparse import parse_time_expression
+
+NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)
+TEXTS = [
+    ("fact", "The invoice exporter writes CSV files to the reports bucket", 3),
+    ("decision", "We picked httpx over requests for the async billing client", 40),
+    ("bug", "Upload worker raises TimeoutError when the queue payload is empty", 10),
+    ("convention", "Always call validate_schema before migrate_tables in migrations", 200),
+    ("note", "The staging deploy needs the redis cache flushed first", 1),
+    ("fact", "Search vectors are normalised MiniLM embeddings of 384 floats", 70),
+]
+
+
+def ids(hits) -> list[str]:
+    return [h.memory.id for h in hits]
+
+
+@pytest.fixture
+def filled(mem: Memories) -> dict[str, str]:
+    return {text: mem.remember(text, kind=kind, valid_from=NOW - timedelta(days=age)).id
+            for kind, text, age in TEXTS}
+
+
+def opts(**kw) -> RecallOptions:
+    return RecallOptions(reinforce=False, now=NOW, **kw)
+
+
+def add_from_other_process(home: Path, text: str) -> str:
+    """`memctl add` in its own process on the same data directory; returns the new id."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMCTL_", "XDG_"))}
+    env["MEMCTL_HOME"] = str(home)
+    proc = subprocess.run([sys.executable, "-m", "memory.cli", "add", text, "--kind", "fact",
+                           "--project", "test", "--json"], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["id"]
+
+
+def test_a_write_from_another_process_is_seen_by_the_next_recall(
+        mem: Memories, filled, home: Path) -> None:
+    marker = "Zanzibarquux"
+    assert all(marker not in h.memory.text for h in mem.search(marker, opts()))
+    before = mem.store.snapshot()
+    new_id = add_from_other_process(home, f"The {marker} service signs webhook payloads")
+    # No write happened in this process: only the version check can have noticed it.
+    assert new_id in ids(mem.search(f"{marker} webhook", opts()))
+    after = mem.store.snapshot()
+    assert after.version > before.version and new_id in after.index
+
+
+def test_superseded_and_forgotten_memories_leave_recall_at_once(mem: Memories, filled) -> None:
+    old = filled[TEXTS[1][1]]
+    assert old in ids(mem.search("httpx billing client", opts()))
+    new = mem.remember("We moved the billing client from httpx to aiohttp", kind="decision",
+                       supersedes=old).id
+    found = ids(mem.search("httpx billing client", opts()))
+    assert new in found and old not in found
+    assert old in ids(mem.search("httpx billing client", opts(include_superseded=True)))
+
+    archived = filled[TEXTS[2][1]]
+    assert archived in ids(mem.search("upload worker TimeoutError", opts()))
+    mem.forget(archived)
+    assert archived not in ids(mem.search("upload worker TimeoutError", opts()))
+
+    erased = filled[TEXTS[4][1]]
+    assert erased in ids(mem.search("staging deploy redis", opts()))
+    mem.forget(erased, hard=True)
+    assert erased not in ids(mem.search("staging deploy redis", opts()))
+
+
+def test_snapshot_reloads_only_when_the_version_moves(mem: Memories, filled) -> None:
+    cache = mem.store.snapshots
+    first = mem.store.snapshot()
+    reloads = cache.reloads
+    assert mem.store.snapshot() is first and cache.reloads == reloads
+    mem.remember("Feature flags are read from flags.toml at start-up", kind="fact")
+    second = mem.store.snapshot()
+    assert second is not first and second.version > first.version
+    assert cache.reloads == reloads + 1 and len(second) == len(first) + 1
+    assert mem.store.snapshot() is second
+
+
+def test_positions_match_the_table_after_updates_and_compaction(mem: Memories, filled) -> None:
+    # Updates delete rows inside fragments and append new ones; compaction rewrites them.
+    mem.feedback(filled[TEXTS[0][1]], "helpful")
+    mem.forget(filled[TEXTS[3][1]])
+    for step in ("updated", "compacted"):
+        if step == "compacted":
+            mem.store.table.compact()
+        snap = mem.store.snapshot()
+        got = snap.take(snap.ids, ["id", "status"]).to_pylist()
+        assert [r["id"] for r in got] == snap.ids, step
+        table = {r["id"]: r["status"] for r in mem.store.table.scan(
+            None, ["id", "status"]).to_pylist()}
+        assert dict((r["id"], r["status"]) for r in got) == table, step
+
+
+@pytest.mark.parametrize("query, kw", [
+    ("billing", {}),
+    ("billing", {"include_superseded": True}),
+    ("billing", {"kinds": ["fact", "bug"]}),
+    ("billing", {"kinds": ["nonsense"]}),
+    ("billing", {"since": NOW - timedelta(days=50), "until": NOW - timedelta(days=2)}),
+    ("what happened last week", {}),
+    ("decisions before 2025-05-01", {}),
+])
+def test_array_filter_matches_the_where_clause(mem: Memories, filled, query, kw) -> None:
+    mem.remember("An unrelated project's note", kind="fact")  # same table, other rows
+    mem.forget(filled[TEXTS[5][1]])
+    o = opts(**kw)
+    where, f = _visibility("test", o, parse_time_expression(query, NOW))
+    snap = mem.store.snapshot()
+    expected = set(mem.store.table.scan(where, ["id"]).column("id").to_pylist())
+    assert set(snap.visible(snap.ids, f)) == expected
+
+
+def test_flat_search_ranks_like_lancedb(mem: Memories, filled) -> None:
+    snap = mem.store.snapshot()
+    assert snap.vectors is not None  # a small table is searched in the snapshot
+    f = Filter("test")
+    where, _ = _visibility("test", opts(), None)
+    for query in ("billing client library", "empty queue crash", "schema migrations order"):
+        vector = mem._embed([query])[0]
+        ours = snap.nearest(vector, f, 4)
+        theirs = mem.store.table.vector_search(vector, where, 4)
+        assert [i for i, _ in ours] == [i for i, _ in theirs]
+        assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)
+
+
+def test_a_table_past_the_flat_limit_keeps_no_vectors(mem: Memories, filled) -> None:
+    cache = mem.store.snapshots
+    cache.flat_max_rows = 1  # as if the table had outgrown flat search
+    cache.invalidate()
+    snap = mem.store.snapshot()
+    assert snap.vectors is None
+    assert filled[TEXTS[0][1]] in ids(mem.search("invoice exporter CSV", opts()))
