@@ -89,7 +89,8 @@ class Snapshot:
     importance: np.ndarray  # float32, as stored
     trust_alpha: np.ndarray
     trust_beta: np.ndarray
-    vectors: np.ndarray | None  # only while the table is searched flat
+    # Per fragment, shared with the cache (one copy in memory); only while searched flat.
+    vectors: list[np.ndarray] | None
     _masks: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -152,9 +153,10 @@ class Snapshot:
         norm = float(np.linalg.norm(q))
         if norm > 0:
             q = q / norm
-        # Gathering rows copies them: for most of the table, one product over all is cheaper.
-        sims = (self.vectors @ q)[cand] if 2 * len(cand) > len(self.ids) \
-            else self.vectors[cand] @ q
+        # One product per fragment over all its rows: no gathered copy of the vectors.
+        sims = np.concatenate([v @ q for v in self.vectors]) if self.vectors \
+            else np.zeros(0, np.float32)
+        sims = sims[cand]
         if len(cand) > limit:
             top = np.argpartition(-sims, limit - 1)[:limit]
             cand, sims = cand[top], sims[top]
@@ -324,10 +326,7 @@ class SnapshotCache:
         def numbers(name: str, dtype: type, default: float) -> np.ndarray:
             # Nulls only in a hand-made table: the record's defaults stand in.
             return meta.column(name).fill_null(default).to_numpy().astype(dtype)
-        vectors = None
-        if flat:
-            parts = [f.vectors for f in frags if f.vectors is not None]
-            vectors = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+        vectors = [f.vectors for f in frags if f.vectors is not None] if flat else None
         return Snapshot(version, ds, ids, {i: n for n, i in enumerate(ids)}, project,
                         projects, session, status, statuses, kind, kinds,
                         np.asarray(superseded, dtype=bool), np.asarray(valid_from, np.int64),
