@@ -76,6 +76,7 @@ def run_size(ctx: Context, n: int, progress: Callable[[str, int, int], None] | N
         "stage_ms": {k: round(timings.get(k, 0.0) / len(qs) * 1000, 2) for k in STAGES},
         "batch_ingest_per_s": round(batch_rate, 1),
         "single_ingest_per_s": round(single_rate, 1),
-        "disk_mb": round(_disk_mb(ctx.paths.home), 1),
+        # The store only (table + index): the models directory is shared, not per project.
+        "disk_mb": round(_disk_mb(ctx.paths.lance) + _disk_mb(ctx.paths.lexical), 1),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
