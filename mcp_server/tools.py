@@ -8,6 +8,8 @@ empty text, not found...) become tool error results with a one-line message.
 from __future__ import annotations
 
 import functools
+import sys
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -69,6 +71,9 @@ def guarded(fn: F) -> F:
 
             if isinstance(exc, EmbedderError):
                 raise ToolError(one_line(f"embedding model unavailable: {exc}")) from exc
+            # A bug: the client gets the SDK's one-line error; the traceback goes to our
+            # stderr (the client's server log), never onto the wire.
+            traceback.print_exc(file=sys.stderr)
             raise
 
     return wrapper  # type: ignore[return-value]
