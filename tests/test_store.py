@@ -86,3 +86,22 @@ def test_schema_migration_from_version_1(home: Path, embedder) -> None:
     new = mem.remember("New memories land next to migrated ones", kind="note")
     assert mem.get(new.id).status == "active"
     assert MemoryStore(p).migrated == []  # idempotent
+
+
+def test_touch_flush_writes_one_version_per_distinct_count(mem: Memories) -> None:
+    ids = [mem.remember(f"Touch fixture {w}: the cache lives in {w}/", kind="fact").id
+           for w in ("alpha", "beta", "gamma")]
+    store = mem.store
+    when = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    before = store.table.version()
+    store.touch(ids[:2], when)
+    store.flush_touches()
+    # Each version makes every process's recall snapshot reload: one, not one per column.
+    assert store.table.version() == before + 1
+    store.touch(ids, when)
+    store.touch(ids[:1], when)
+    store.flush_touches()
+    assert store.table.version() == before + 3  # counts 2 and 1: one update each
+    got = {m.id: m for m in store.table.get(ids)}
+    assert [got[i].access_count for i in ids] == [3, 2, 1]
+    assert all(got[i].last_accessed_at == when for i in ids)

@@ -24,7 +24,12 @@ from memory.locking import FileLock, WriteLock
 from memory.record import Memory
 from memory.store.lexical import LexicalDoc, LexicalIndex
 from memory.store.snapshot import Snapshot, SnapshotCache
-from memory.store.table import ANN_MIN_ROWS, MemoryTable, sql_in
+from memory.store.table import (
+    ANN_MIN_ROWS,
+    MemoryTable,
+    sql_in,
+    timestamp_sql,
+)
 
 __all__ = ["DoctorReport", "LexicalDoc", "MemoryStore"]
 
@@ -169,11 +174,14 @@ class MemoryStore:
         by_count: dict[int, list[str]] = {}
         for memory_id, n in counts.items():
             by_count.setdefault(n, []).append(memory_id)
+        # One update per distinct count (usually one), time included: every table version
+        # makes each process's recall snapshot reload once. (Lance's SQL has no CASE.)
+        stamp = timestamp_sql(when)
         # Best effort: a lost access count must never fail a recall or an exit.
         with contextlib.suppress(Exception), self.lock.hold():
-            self.table.update(list(counts), {"last_accessed_at": when})
             for n, ids in by_count.items():
-                self.table.update(ids, None, {"access_count": f"access_count + {n}"})
+                self.table.update(ids, None, {"access_count": f"access_count + {n}",
+                                              "last_accessed_at": stamp})
 
     # -- writes -------------------------------------------------------------------------
     def insert(self, memories: Sequence[Memory]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,12 @@ VANISHED = "Not found"
 def sql_str(value: str) -> str:
     """Quote a string literal for a LanceDB filter (ids and project keys are user input)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def timestamp_sql(value: datetime) -> str:
+    """A UTC timestamp as an SQL expression of the table's timestamp type."""
+    utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return f"CAST('{utc.isoformat(timespec='microseconds')}' AS TIMESTAMP)"
 
 
 def sql_in(column: str, values: Sequence[str]) -> str:
