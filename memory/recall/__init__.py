@@ -10,7 +10,7 @@ import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,6 @@ SMOOTH = {"lexical": 0.4, "semantic": 0.2}
 NEIGHBOUR_SHARE = 0.4
 NEIGHBOUR_SEEDS = 3
 MAX_SESSION_ROWS = 5_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A final score is relevance times at most this (full trust weight, no decay), with a margin
 # for rounding: once the k-th score beats the next relevance times it, ranking can stop.
 BOUND = fusion.gentle(trust_mod.WEIGHT_MAX, 1.0) * (1 + 1e-9)
@@ -165,7 +164,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     pool = snap.visible(pool, visible)
     rows = snap.score_fields(pool)
     best = max((relevance[i] for i in pool), default=1.0) or 1.0
-    now_us = _micros(now)
+    now_us = temporal.ts_micros(now)
     scored_rows: list[tuple[str, tuple[float, float, float]]] = []
     for r in rows:  # by relevance, best first
         if len(scored_rows) >= k and scored_rows[k - 1][1][0] > relevance[r["id"]] * BOUND:
@@ -198,10 +197,6 @@ class _Clock:
         if name is not None:
             self.timings[name] = self.timings.get(name, 0.0) + now - self.last
         self.last = now
-
-
-def _micros(when: datetime) -> int:
-    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def _score(row: dict[str, Any], relevance: float, strength: float, now_us: int

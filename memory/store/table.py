@@ -44,10 +44,21 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def utc_naive(value: datetime) -> datetime:
+    """UTC without tzinfo (a naive value is taken as UTC); a time beyond datetime's range
+    after conversion is clamped."""
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            value = datetime.min if value.year < 5000 else datetime.max
+    return value.replace(tzinfo=None)
+
+
 def timestamp_sql(value: datetime) -> str:
-    """A UTC timestamp as an SQL expression of the table's timestamp type."""
-    utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return f"CAST('{utc.isoformat(timespec='microseconds')}' AS TIMESTAMP)"
+    """A UTC timestamp literal of the table's timestamp type. isoformat pads the year
+    (strftime writes year 1 as '1', which LanceDB cannot parse)."""
+    return f"CAST('{utc_naive(value).isoformat(timespec='microseconds')}' AS TIMESTAMP)"
 
 
 def sql_in(column: str, values: Sequence[str]) -> str:

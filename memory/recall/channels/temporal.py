@@ -8,34 +8,19 @@ Inside the window, memories are ordered by semantic similarity to the rest of th
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from memory.recall.channels import Query, Ranked
 from memory.store import MemoryStore
+from memory.store.table import timestamp_sql, utc_naive
 from memory.timeparse import TimeWindow
 
 _EPOCH = datetime(1970, 1, 1)
 
 
-def _utc_naive(value: datetime) -> datetime:
-    """UTC without tzinfo; a bound beyond datetime's range after conversion is clamped."""
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        try:
-            value = value.astimezone(UTC)
-        except OverflowError:
-            value = datetime.min if value.year < 5000 else datetime.max
-    return value.replace(tzinfo=None)
-
-
-def ts_literal(value: datetime) -> str:
-    """A UTC timestamp literal. isoformat pads the year (strftime writes year 1 as '1', which
-    LanceDB cannot parse)."""
-    return f"CAST('{_utc_naive(value).isoformat(timespec='microseconds')}' AS TIMESTAMP)"
-
-
 def ts_micros(value: datetime) -> int:
-    """The same bound as `ts_literal`, in UTC microseconds (the snapshot's valid_from)."""
-    return (_utc_naive(value) - _EPOCH) // timedelta(microseconds=1)
+    """The same time as `timestamp_sql`, in UTC microseconds (the snapshot's valid_from)."""
+    return (utc_naive(value) - _EPOCH) // timedelta(microseconds=1)
 
 
 def window_bounds(window: TimeWindow) -> tuple[int | None, int | None]:
@@ -47,9 +32,9 @@ def window_bounds(window: TimeWindow) -> tuple[int | None, int | None]:
 def window_sql(window: TimeWindow) -> str:
     parts = []
     if window.start is not None:
-        parts.append(f"valid_from >= {ts_literal(window.start)}")
+        parts.append(f"valid_from >= {timestamp_sql(window.start)}")
     if window.end is not None:
-        parts.append(f"valid_from < {ts_literal(window.end)}")
+        parts.append(f"valid_from < {timestamp_sql(window.end)}")
     return " AND ".join(parts) or "TRUE"
 
 
