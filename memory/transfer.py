@@ -82,13 +82,11 @@ def import_lines(mem: Memories, lines: Sequence[str],
     errors: list[dict[str, Any]] = []
     pending: list[Memory] = []
     # What is stored already, read once (not two look-ups per line): every id with its
-    # project, and this project's content hashes.
+    # project, and this project's content hashes. Records taken from this file join both.
     ids = mem.store.table.scan(None, ["id", "project"])
     owners = dict(zip(ids.column("id").to_pylist(), ids.column("project").to_pylist(),
                       strict=True))
-    known_hashes = mem.live_hashes()
-    seen_hashes: set[str] = set()
-    seen_ids: set[str] = set()
+    seen_hashes = mem.live_hashes()
     id_map: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -105,14 +103,13 @@ def import_lines(mem: Memories, lines: Sequence[str],
             if advance:
                 advance(1)
             continue
-        if (memory.content_hash in seen_hashes or memory.content_hash in known_hashes
-                or memory.id in owners or memory.id in seen_ids):
+        if memory.content_hash in seen_hashes or memory.id in owners:
             skipped += 1
             if advance:
                 advance(1)
             continue
         seen_hashes.add(memory.content_hash)
-        seen_ids.add(memory.id)
+        owners[memory.id] = mem.project.key
         pending.append(memory)
     imported = {m.id for m in pending}
     for m in pending:  # links between records of this file follow their new ids
