@@ -5,9 +5,8 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
-from mcp_server import views
-from mcp_server.runtime import Runtime
-from mcp_server.tools import make_briefing
+from mcp_server import ops
+from mcp_server.runtime import Backend
 from memory.errors import MemctlError
 
 USE_MEMORY = """\
@@ -35,14 +34,14 @@ and the user's request, and prefer higher trust and newer dates when memories di
 """
 
 
-def register(server: MCPServer, runtime: Runtime) -> None:
+def register(server: MCPServer, runtime: Backend) -> None:
     @server.resource(
         "memory://briefing", name="briefing", title="Project briefing",
         description="What an agent should know when a session starts in this project "
         "(same as the briefing tool with default arguments).", mime_type="text/markdown")
     def briefing_resource() -> str:
         try:
-            return make_briefing(runtime).text
+            return runtime.run(ops.briefing).text
         except MemctlError as exc:
             raise ResourceError(str(exc)) from exc
 
@@ -52,9 +51,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         mime_type="text/markdown")
     def memory_resource(memory_id: str) -> str:
         try:
-            mem = runtime.memories()
-            m = mem.get(memory_id)
-            return views.render_record(views.record(m, mem.history(m)))
+            return runtime.run(ops.record_text, memory_id)
         except MemctlError as exc:  # a malformed id names no resource either
             raise ResourceNotFoundError(str(exc)) from exc
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from memory.errors import MemctlError
 
@@ -24,6 +25,18 @@ if TYPE_CHECKING:
     from memory.service import Memories
 
 LOAD_TIMEOUT_S = 300.0
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    """Where the tools' store operations run: a `Runtime` in this process, or the stdio
+    server's store worker process (`mcp_server.worker.Worker`)."""
+
+    process_session: str
+
+    def start(self) -> None: ...
+
+    def run(self, op: Callable[..., T], *args: Any) -> T: ...
 
 
 class NotReady(MemctlError):
@@ -88,6 +101,10 @@ class Runtime:
             self._store_ready.set()
 
     # -- for tools -----------------------------------------------------------------------
+    def run(self, op: Callable[..., T], *args: Any) -> T:
+        """Run a store operation (a function of `mcp_server.ops`) in this process."""
+        return op(self, *args)
+
     def memories(self, timeout: float = LOAD_TIMEOUT_S) -> Memories:
         """The project's memories, waiting for the store to open (blocking: call from a worker
         thread)."""

@@ -12,7 +12,7 @@ from mcp.server.mcpserver.tools import Tool
 from pydantic import ValidationError
 
 from mcp_server import info, resources
-from mcp_server.runtime import Runtime
+from mcp_server.runtime import Backend
 from mcp_server.tools import build_tools, one_line
 
 MAX_ERRORS_SHOWN = 4
@@ -61,7 +61,7 @@ class ArgumentCheck:
         return {**result, "content": [{"type": "text", "text": text}]}
 
 
-def build_server(runtime: Runtime) -> MCPServer:
+def build_server(runtime: Backend) -> MCPServer:
     tools = build_tools(runtime)
 
     @asynccontextmanager
