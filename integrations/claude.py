@@ -43,7 +43,7 @@ _OUR_HOOK = re.compile(r"-m\s+integrations\.claude_hooks\b"
 # -- launch commands -------------------------------------------------------------------------
 def memctl_argv() -> list[str]:
     """How to run memctl from this environment, independent of PATH."""
-    return [sys.executable, "-m", "memory.cli"]
+    return [sys.executable, "-m", "memory"]
 
 
 def pinned_env() -> dict[str, str]:

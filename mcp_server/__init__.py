@@ -1,7 +1,9 @@
 """memctl's MCP server: seven tools, two resources, one prompt, over stdio or loopback HTTP.
 
 `serve()` is the entry point (`memctl serve`, `python -m mcp_server`). Importing this package
-is cheap: the SDK, LanceDB and the model load only when serving starts, and in that order.
+is cheap: the SDK, LanceDB and the model load only when serving starts. Over stdio the store
+and the model live in a worker process (`mcp_server.worker`) that loads them while this one
+imports the SDK; over HTTP everything stays in this process.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-    from mcp_server.runtime import Runtime
+    from mcp_server.runtime import Backend
 
 __all__ = ["serve"]
 
@@ -54,10 +56,20 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
 
     from mcp_server.stdio import run_stdio
 
-    runtime = Runtime(project, home)
+    backend: Backend
+    try:
+        from mcp_server import worker
+
+        # First (if `memctl` did not already), so that the store and the model load on the
+        # other core while the SDK imports.
+        backend = worker.take(project, home)
+    except OSError as exc:  # no second process: everything in this one, only slower
+        print(f"memctl: store process unavailable ({exc}); serving in-process",
+              file=sys.stderr)
+        backend = Runtime(project, home)
     code = 0
     try:
-        run_stdio(lambda: _build(runtime))
+        run_stdio(lambda: _build(backend))
     except KeyboardInterrupt:
         code = 130
     except BaseException:  # report, then still exit promptly
@@ -66,7 +78,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
     _exit_after_grace(code)
 
 
-def _build(runtime: Runtime) -> MCPServer:
+def _build(runtime: Backend) -> MCPServer:
     from mcp_server.server import build_server  # the SDK import happens here
 
     return build_server(runtime)

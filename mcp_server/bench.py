@@ -36,34 +36,49 @@ def _seed(home: Path) -> None:
 
 
 def _server_command() -> list[str]:
-    try:
-        import memory.cli as cli
-
-        if hasattr(cli, "serve"):  # `memctl serve` exists: measure what users run
-            return [sys.executable, "-m", "memory.cli", "serve"]
-    except ImportError:
-        pass
-    return [sys.executable, "-m", "mcp_server"]
+    """What `memctl install claude|cursor` configures clients to launch."""
+    return [sys.executable, "-m", "memory", "serve"]
 
 
-def _children_rss_mb(command: list[str]) -> float | None:
-    """VmRSS of our child process running `command` (the client does not expose its pid)."""
-    me = str(os.getpid())
-    wanted = "\0".join(command[1:]).encode()
+def _proc_table() -> dict[str, tuple[str, bytes]]:
+    """pid -> (parent pid, command line) of every process we can read."""
+    table: dict[str, tuple[str, bytes]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            cmdline = (entry / "cmdline").read_bytes()
-            if ppid != me or wanted not in cmdline:
+        if entry.name.isdigit():
+            try:
+                ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                table[entry.name] = (ppid, (entry / "cmdline").read_bytes())
+            except (OSError, IndexError):
                 continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except (OSError, IndexError, ValueError):
-            continue
-    return None
+    return table
+
+
+def _rss_mb(pid: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def _server_rss_mb(command: list[str]) -> float | None:
+    """VmRSS of our child process running `command` plus its descendants (the store worker),
+    found through /proc because the client does not expose its pid."""
+    table = _proc_table()
+    wanted = "\0".join(command[1:]).encode()
+    roots = [pid for pid, (ppid, cmd) in table.items()
+             if ppid == str(os.getpid()) and wanted in cmd]
+    if not roots:
+        return None
+    family, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+        family.update(kids)
+        frontier.extend(kids)
+    return round(sum(_rss_mb(pid) for pid in family), 1)
 
 
 def bench_startup(home: Path | None = None) -> dict[str, Any]:
@@ -101,7 +116,7 @@ def bench_startup(home: Path | None = None) -> dict[str, Any]:
                 if result.is_error:
                     raise RuntimeError(f"recall failed: {result.content}")
                 out["hits"] = len((result.structured_content or {}).get("hits", []))
-                out["rss_mb"] = _children_rss_mb(command)
+                out["rss_mb"] = _server_rss_mb(command)
 
         anyio.run(run)
         return out

@@ -95,7 +95,7 @@ def test_install_merges_is_idempotent_and_uninstall_restores(cli, make_repo) -> 
     servers = json.loads(mcp.read_text())["mcpServers"]
     assert servers["github"] == MCP_JSON["mcpServers"]["github"]
     assert servers["memctl"]["command"] == sys.executable
-    assert servers["memctl"]["args"] == ["-m", "memory.cli", "serve", "--project", str(repo)]
+    assert servers["memctl"]["args"] == ["-m", "memory", "serve", "--project", str(repo)]
     data = json.loads(settings.read_text())
     assert data["permissions"] == SETTINGS["permissions"] and data["model"] == "sonnet"
     assert data["hooks"]["PreToolUse"] == SETTINGS["hooks"]["PreToolUse"]
@@ -176,7 +176,7 @@ def test_user_scope_honours_home(cli, tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
     data = json.loads(claude_json.read_text())
     assert data["numStartups"] == 12 and data["projects"] == {"/src/x": {"allowedTools": []}}
-    assert data["mcpServers"]["memctl"]["args"] == ["-m", "memory.cli", "serve"]  # no pin
+    assert data["mcpServers"]["memctl"]["args"] == ["-m", "memory", "serve"]  # no pin
     hooks = json.loads((home / ".claude" / "settings.json").read_text())["hooks"]
     assert set(hooks) == {"SessionStart", "UserPromptSubmit", "PreCompact", "Stop"}
     assert cli("uninstall", "claude", "--scope", "user", env=env).code == 0

@@ -36,7 +36,7 @@ def test_install_writes_server_and_rules_and_uninstall_restores(cli, make_repo) 
     assert data["mcpServers"]["postgres"] == OTHER["mcpServers"]["postgres"]
     server = data["mcpServers"]["memctl"]
     assert server["command"] == sys.executable
-    assert server["args"] == ["-m", "memory.cli", "serve", "--project", str(repo)]
+    assert server["args"] == ["-m", "memory", "serve", "--project", str(repo)]
     assert '\n    "mcpServers"' in mcp.read_text()
     rules = (repo / ".cursor" / "rules" / "memctl.mdc").read_text()
     meta = front_matter(rules)
@@ -95,7 +95,7 @@ def test_user_scope_writes_only_the_server(cli, tmp_path: Path) -> None:
     r = cli("install", "cursor", "--scope", "user", env={"HOME": str(home)})
     assert r.code == 0, r.stderr
     data = json.loads((home / ".cursor" / "mcp.json").read_text())
-    assert data["mcpServers"]["memctl"]["args"] == ["-m", "memory.cli", "serve"]
+    assert data["mcpServers"]["memctl"]["args"] == ["-m", "memory", "serve"]
     assert not (home / ".cursor" / "rules").exists()
     assert cli("uninstall", "cursor", "--scope", "user", env={"HOME": str(home)}).code == 0
     assert list(home.iterdir()) == []
