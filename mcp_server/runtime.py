@@ -8,6 +8,8 @@ for the store. The model is awaited only by the first operation that embeds.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import uuid
@@ -44,9 +46,13 @@ class NotReady(MemctlError):
 
 
 class Runtime:
-    def __init__(self, project: str | None = None, home: Path | None = None) -> None:
+    def __init__(self, project: str | None = None, home: Path | None = None,
+                 load_nice: int = 0) -> None:
+        """`load_nice`: niceness of the loading threads (the stdio worker lets the server's
+        own start-up go first when the machine is busy)."""
         self._project_arg = project
         self._home = home
+        self._load_nice = load_nice
         self._lock = threading.Lock()
         self._started = False
         self._store_ready = threading.Event()
@@ -68,7 +74,16 @@ class Runtime:
         threading.Thread(target=self._load_store, name="memctl-store", daemon=True).start()
 
     # -- loaders (daemon threads) --------------------------------------------------------
+    def _lower_priority(self) -> None:
+        if self._load_nice > 0:
+            # Linux schedules threads separately: this lowers only the calling thread.
+            with contextlib.suppress(OSError, AttributeError):
+                tid = threading.get_native_id()
+                if os.getpriority(os.PRIO_PROCESS, tid) < self._load_nice:
+                    os.setpriority(os.PRIO_PROCESS, tid, self._load_nice)
+
     def _load_model(self) -> None:
+        self._lower_priority()
         try:
             from memory.config import paths
             from memory.llm.convert import ensure_embedder_gguf
@@ -86,6 +101,7 @@ class Runtime:
         return self._model.result(timeout=LOAD_TIMEOUT_S)
 
     def _load_store(self) -> None:
+        self._lower_priority()
         try:
             from memory.config import paths
             from memory.project import resolve_project

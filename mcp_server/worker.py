@@ -42,6 +42,7 @@ from mcp_server.runtime import LOAD_TIMEOUT_S, NotReady
 T = TypeVar("T")
 OPS_MODULE = "mcp_server.ops"
 EXIT_GRACE_S = 3.0
+LOAD_NICE = 5
 # Tool calls the worker runs at once (the SDK sends them from its own thread pool).
 WORKER_THREADS = 8
 # A call waits at most this long for its answer: the store may first take a while to open.
@@ -215,7 +216,9 @@ def serve_worker(fd: int, project: str | None, home: Path | None) -> None:
     from mcp_server.runtime import Runtime
 
     conn = Connection(fd)
-    runtime = Runtime(project, home)
+    # Loading runs at a lower priority: on a busy machine the server's own start-up (the
+    # handshake, tools/list) goes first; on an idle one each process has its core anyway.
+    runtime = Runtime(project, home, load_nice=LOAD_NICE)
     runtime.start()  # imports and opens the store, loads the model: in the background
     lock = threading.Lock()
     pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="memctl-op")

@@ -164,3 +164,23 @@ def test_recall_reads_without_lancedb_and_the_first_write_loads_it(home: Path) -
     out = json.loads(proc.stdout)
     assert out["hits"][:1] == [stored]
     assert out["before"] is False and out["after"] is True
+
+
+def test_loading_threads_can_yield_to_the_server() -> None:
+    """The worker's loader threads lower their own priority, and only their own."""
+    import threading
+
+    from mcp_server.runtime import Runtime
+
+    seen: dict[str, int] = {}
+
+    def loader() -> None:
+        Runtime(load_nice=5)._lower_priority()
+        seen["loader"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=loader)
+    thread.start()
+    thread.join()
+    assert seen["loader"] == max(before, 5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
