@@ -184,3 +184,26 @@ def test_loading_threads_can_yield_to_the_server() -> None:
     thread.join()
     assert seen["loader"] == max(before, 5)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_the_worker_exits_when_its_server_is_killed(home: Path) -> None:
+    """SIGKILL gives the server no chance to clean up: the worker notices its socket close."""
+    proc = subprocess.Popen([sys.executable, "-m", "memory", "serve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **_env(home)})
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}}).encode() + b"\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        assert _wait_until(lambda: len(_workers(home)) == 1)
+        proc.kill()
+        proc.wait(30)
+        assert _wait_until(lambda: not _workers(home), 15), "the worker outlived its server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
