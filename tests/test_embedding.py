@@ -344,3 +344,45 @@ def test_bad_gguf_is_a_clear_error(tmp_path: Path) -> None:
 def test_unknown_qtype_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbedderError, match="qtype"):
         convert_minilm(tmp_path / "x.gguf", qtype="Q3_K")
+
+
+# (f) several contexts
+
+
+def test_a_large_batch_split_across_contexts_gives_the_same_vectors(gguf_path: Path) -> None:
+    texts = [f"memory {i}: the {w} service retries {i % 7} times before it gives up"
+             for i, w in enumerate(["upload", "billing", "search", "auth"] * 60)]
+    with LlamaEmbedder(gguf_path, contexts=1) as one, LlamaEmbedder(gguf_path, contexts=2) as two:
+        serial = one.embed(texts)
+        split = two.embed(texts)
+        assert len(two._slots) == 2  # the batch really was split: a second context was made
+    assert split.shape == serial.shape == (240, 384)
+    # Same micro-batches, same kernels: the same numbers, whichever context ran them.
+    assert np.array_equal(split, serial)
+
+
+def test_concurrent_callers_and_close(gguf_path: Path) -> None:
+    """Threads embedding at once each get a context (up to the limit); close() waits for
+    calls in progress and later calls fail cleanly."""
+    emb = LlamaEmbedder(gguf_path, contexts=2)
+    expected = emb.embed(["alpha beta", "gamma delta"] * 40)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(emb.embed(["alpha beta", "gamma delta"] * 40))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    emb.close()
+    assert not errors and len(results) == 4
+    assert all(np.array_equal(r, expected) for r in results)
+    assert len(emb._slots) == 0
+    with pytest.raises(EmbedderError, match="closed"):
+        emb.embed(["after close"])

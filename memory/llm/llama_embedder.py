@@ -12,12 +12,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import os
+import queue
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -117,6 +122,17 @@ def _splits_words(c: str) -> bool:
             or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    ctx: Any
+    batch: Any
+
+
+def _default_contexts() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
 class LlamaEmbedder:
     """An `Embedder` over a GGUF BERT model with mean pooling; thread-safe."""
 
@@ -126,10 +142,19 @@ class LlamaEmbedder:
         *,
         n_threads: int | None = None,
         max_tokens: int | None = None,
+        contexts: int | None = None,
     ) -> None:
-        self._model = self._ctx = self._vocab = None
-        self._batch: llama_cpp.llama_batch | None = None
-        self._lock = threading.Lock()
+        """`contexts`: most llama.cpp contexts (each single-threaded) that embed at once: a
+        large batch is split across them, and concurrent callers each get one. Default: one
+        per core, at most 4."""
+        self._model = self._vocab = None
+        self._cparams: Any = None
+        self._slots: list[_Slot] = []  # every context made so far, free or in use
+        self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._max_contexts = max(1, contexts if contexts is not None else _default_contexts())
+        self._lock = threading.Lock()  # guards _slots, _users and close()
+        self._idle = threading.Condition(self._lock)  # notified when _users drops to 0
+        self._users = 0  # calls in progress: close() waits for them
         path = Path(model_path)
         if not path.is_file():
             raise EmbedderError(f"embedding model file not found: {path}")
@@ -177,14 +202,50 @@ class LlamaEmbedder:
         cparams.attention_type = llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
         cparams.no_perf = True
         # flash_attn_type stays AUTO, which turns it on for CPU: 2x faster on packed batches.
-        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
-            raise EmbedderError(f"llama.cpp cannot create a context for {path}: {_last_error()}")
-        if llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_MEAN:
-            raise EmbedderError(f"{path}: llama.cpp did not enable mean pooling")
+        self._cparams = cparams
+        self._path = path
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._free.put(self._new_slot())
+
+    def _new_slot(self) -> _Slot:
+        """A context of its own (weights are shared) with its own token batch."""
+        ctx = llama_cpp.llama_init_from_model(self._model, self._cparams)
+        if not ctx:
+            raise EmbedderError(f"llama.cpp cannot create a context for {self._path}: "
+                                f"{_last_error()}")
+        if llama_cpp.llama_pooling_type(ctx) != llama_cpp.LLAMA_POOLING_TYPE_MEAN:
+            llama_cpp.llama_free(ctx)
+            raise EmbedderError(f"{self._path}: llama.cpp did not enable mean pooling")
         # One sequence id per token is all we ever assign.
-        self._batch = llama_cpp.llama_batch_init(self._batch_tokens, 0, 1)
+        slot = _Slot(ctx, llama_cpp.llama_batch_init(self._batch_tokens, 0, 1))
+        self._slots.append(slot)
+        return slot
+
+    def _take(self) -> _Slot:
+        """A free context: an idle one, a new one while under the limit, else wait."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._slots) < self._max_contexts:
+                return self._new_slot()
+        return self._free.get()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Count a call in progress, so that close() never frees what it is using."""
+        with self._lock:
+            if self._model is None:
+                raise EmbedderError("the embedder is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._idle.notify_all()
 
     def _meta_int(self, key: str) -> int | None:
         buf = ctypes.create_string_buffer(32)
@@ -209,7 +270,7 @@ class LlamaEmbedder:
         Literal special tokens in the text ("[MASK]", "[SEP]", ...) map to their ids, as in
         Hugging Face tokenizers.
         """
-        with self._lock:
+        with self._in_use():
             return self._tokenize(text)
 
     def _tokenize(self, text: str) -> list[int]:
@@ -228,18 +289,39 @@ class LlamaEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings; wrap a single text in a list")
+        with self._in_use():
+            return self._embed(texts)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        with self._lock:
-            seqs = [self._truncate(self._tokenize_head(t)) for t in texts]
-            start = 0
-            while start < len(seqs):
-                end, used = start, 0
-                while (end < len(seqs) and end - start < _MAX_SEQS
-                       and used + len(seqs[end]) <= self._batch_tokens):
-                    used += len(seqs[end])
-                    end += 1
-                self._encode(seqs[start:end], out[start:end])
-                start = end
+        seqs = [self._truncate(self._tokenize_head(t)) for t in texts]
+        groups: list[tuple[int, int]] = []  # micro-batches: [start, end) of seqs
+        start = 0
+        while start < len(seqs):
+            end, used = start, 0
+            while (end < len(seqs) and end - start < _MAX_SEQS
+                   and used + len(seqs[end]) <= self._batch_tokens):
+                used += len(seqs[end])
+                end += 1
+            groups.append((start, end))
+            start = end
+
+        def encode(group: tuple[int, int]) -> None:
+            slot = self._take()
+            try:
+                self._encode(slot, seqs[group[0]:group[1]], out[group[0]:group[1]])
+            finally:
+                self._free.put(slot)
+
+        if len(groups) > 1 and self._max_contexts > 1:
+            # llama.cpp runs without the GIL: one single-threaded context per core, no
+            # cross-thread barrier (which stalls whenever another process holds a core).
+            with ThreadPoolExecutor(min(self._max_contexts, len(groups)),
+                                    thread_name_prefix="memctl-embed") as pool:
+                list(pool.map(encode, groups))
+        else:
+            for group in groups:
+                encode(group)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
@@ -268,9 +350,8 @@ class LlamaEmbedder:
             return tokens
         return [*tokens[: self._max_tokens - 1], tokens[-1]]
 
-    def _encode(self, seqs: list[list[int]], out: np.ndarray) -> None:
-        batch = self._batch
-        assert batch is not None and self._ctx is not None
+    def _encode(self, slot: _Slot, seqs: list[list[int]], out: np.ndarray) -> None:
+        batch, ctx = slot.batch, slot.ctx
         k = 0
         for seq_id, tokens in enumerate(seqs):
             for pos, token in enumerate(tokens):
@@ -281,11 +362,11 @@ class LlamaEmbedder:
                 batch.logits[k] = 1
                 k += 1
         batch.n_tokens = k
-        rc = llama_cpp.llama_encode(self._ctx, batch)
+        rc = llama_cpp.llama_encode(ctx, batch)
         if rc != 0:
             raise EmbedderError(f"llama.cpp failed to embed (code {rc}): {_last_error()}")
         for seq_id in range(len(seqs)):
-            ptr = llama_cpp.llama_get_embeddings_seq(self._ctx, seq_id)
+            ptr = llama_cpp.llama_get_embeddings_seq(ctx, seq_id)
             if not ptr:
                 raise EmbedderError("llama.cpp returned no pooled embedding")
             out[seq_id] = np.ctypeslib.as_array(ptr, shape=(self._dim,))
@@ -293,14 +374,16 @@ class LlamaEmbedder:
     def close(self) -> None:
         """Free the llama.cpp objects; safe to call twice."""
         with self._lock:
-            if self._batch is not None:
-                llama_cpp.llama_batch_free(self._batch)
-                self._batch = None
-            if self._ctx:
-                llama_cpp.llama_free(self._ctx)
+            while self._users:  # calls in progress finish first
+                self._idle.wait()
+            for slot in self._slots:
+                llama_cpp.llama_batch_free(slot.batch)
+                llama_cpp.llama_free(slot.ctx)
+            self._slots = []
+            self._free = queue.SimpleQueue()
             if self._model:
                 llama_cpp.llama_model_free(self._model)
-            self._ctx = self._model = self._vocab = None
+            self._model = self._vocab = None
 
     def __enter__(self) -> LlamaEmbedder:
         return self
