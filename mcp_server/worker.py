@@ -93,7 +93,7 @@ class Worker:
                 self._pending.pop(request_id, None)
                 self._conn = None
                 raise NotReady(f"memctl's store process is not running ({exc}); "
-                               "try again") from exc
+                               "the next call starts a new one") from exc
         try:
             return future.result(timeout=CALL_TIMEOUT_S)  # type: ignore[no-any-return]
         except FutureTimeout:
@@ -107,20 +107,24 @@ class Worker:
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "mcp_server.worker", "--fd", str(theirs.fileno())]
         if self._project is not None:
-            command += ["--project", self._project]
+            command.append(f"--project={self._project}")
         if self._home is not None:
-            command += ["--home", str(self._home)]
+            command.append(f"--home={self._home}")
         try:
-            self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sys.stderr,
-                                          pass_fds=(theirs.fileno(),), close_fds=True)
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sys.stderr,
+                                    pass_fds=(theirs.fileno(),), close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
+        self._proc = proc
         conn = Connection(ours.detach())
         self._conn = conn
-        threading.Thread(target=self._read, args=(conn,), name="memctl-worker-reader",
-                         daemon=True).start()
+        threading.Thread(target=self._read, args=(conn, proc),
+                         name="memctl-worker-reader", daemon=True).start()
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
         """Hand each answer to the call waiting for it; fail them all if the worker dies."""
         while True:
             try:
@@ -140,9 +144,15 @@ class Worker:
             if self._conn is conn:
                 self._conn = None
             waiting, self._pending = self._pending, {}
+        try:
+            code: int | None = proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = f"exited with code {code}" if code is not None and code >= 0 else (
+            f"was killed by signal {-code}" if code is not None else "closed its socket")
         for future in waiting.values():
-            future.set_exception(NotReady("memctl's store process ended unexpectedly; "
-                                          "try again (a new one starts)"))
+            future.set_exception(NotReady(f"memctl's store process {how} (its log is the "
+                                          "server's stderr); the next call starts a new one"))
 
 
 _prestarted: Worker | None = None
