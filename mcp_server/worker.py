@@ -5,7 +5,8 @@ and llama.cpp's (about 1.6 s) would run one after the other before the first rec
 `memctl serve` starts this worker first, and each process imports on its own core: the worker
 opens the store and loads the model while the server imports the SDK and answers the
 handshake. Tool calls cross a socket as (request id, name of an `ops` function, arguments);
-results, and `MemctlError`s, come back pickled.
+results, and `MemctlError`s, come back pickled (the socket is an anonymous pair between the
+server and its own child: nothing else can write to it).
 
 The worker's stdin is /dev/null and its stdout is the server's stderr, so nothing it or a
 native library prints can reach the protocol. It exits when the server goes away (end of its
@@ -13,7 +14,7 @@ socket), after the calls in flight have had `EXIT_GRACE_S` to finish. If it dies
 native library), the calls waiting on it fail with a clear error and the next call starts a
 new worker.
 
-Run as `python -m mcp_server.worker --fd N [--project P] [--home DIR]`.
+Run as `python -m mcp_server.worker --fd N [--project=P] [--home=DIR]`.
 """
 
 from __future__ import annotations
