@@ -114,3 +114,33 @@ def make_repo(tmp_path: Path) -> Callable[[str], Path]:
         return root
 
     return make
+
+
+def memctl_processes(home: Path, needle: bytes = b"mcp_server") -> list[int]:
+    """Live (not zombie) processes whose command line contains `needle` and whose
+    environment names `home` as MEMCTL_HOME: a test's servers and their store workers."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and f"MEMCTL_HOME={home}".encode() in environ and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def gone_within(home: Path, seconds: float, needle: bytes = b"mcp_server") -> bool:
+    """True once no such process is left (a store worker exits just after its server)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while memctl_processes(home, needle):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Implementation
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from conftest import gone_within
 from mcp_server import info
 from mcp_server.models import MAX_TEXT_CHARS, Kind
 from memory import sanitize
@@ -307,22 +308,7 @@ def test_stdio_auto_mode(home: Path) -> None:
             assert got["agent"] == "pytest-agent"
 
     anyio.run(scenario)
-    assert not _server_processes(home), "a server outlived its client"
-
-
-def _server_processes(home: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"mcp_server" in cmdline and f"MEMCTL_HOME={home}".encode() in environ:
-            pids.append(int(entry.name))
-    return pids
+    assert gone_within(home, 15), "a server (or its store worker) outlived its client"
 
 
 def _raw_session(home: Path, version: str, ping_first: bool) -> tuple[dict[str, Any], float]:

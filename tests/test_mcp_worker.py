@@ -21,6 +21,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, Implementation
 
+from conftest import memctl_processes
 from memory.launch import stdio_serve_project
 
 AGENT = Implementation(name="pytest-agent", version="1.0")
@@ -32,20 +33,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _workers(home: Path) -> list[int]:
     """Live store-worker processes serving `home`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if (b"mcp_server.worker" in cmdline and f"MEMCTL_HOME={home}".encode() in environ
-                and state != "Z"):
-            pids.append(int(entry.name))
-    return pids
+    return memctl_processes(home, b"mcp_server.worker")
 
 
 def _text(result: CallToolResult) -> str:
