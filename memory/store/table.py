@@ -22,12 +22,11 @@ TABLE = "memories"
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
 
 
-# Vector index: exact flat search until a table holds this many rows. Below it, recall's
-# snapshot holds the unit vectors and NumPy scans them: 2.6 ms at 20,000 rows, 14 ms at
-# 100,000, 27 ms at 200,000 (p50, one core), against 15-25 ms for LanceDB's IVF-HNSW-SQ with
-# exact re-ranking (`memctl bench ann`) and ~88 ms measured for LanceDB's search at 100,000
-# in `memctl bench latency`. The cost is memory: 1.5 KB of vectors per row in each process.
-ANN_MIN_ROWS = int(os.environ.get("MEMCTL_ANN_MIN_ROWS", "150000"))
+# Vector index: flat (exact) search until a table holds this many rows. Measured with
+# `memctl bench ann` (README): at 10,000 flat search is still ~26 ms, at 25,000 ~80 ms and
+# growing linearly, while IVF-HNSW-SQ with exact re-ranking stays near 15-25 ms at recall@10
+# >= 0.99 against flat search.
+ANN_MIN_ROWS = int(os.environ.get("MEMCTL_ANN_MIN_ROWS", "20000"))
 # The index proposes refine × limit candidates that are re-ranked by exact distance: without
 # it the 8-bit scalar quantisation loses 10-18% of the true top 10 at 25,000-100,000 rows.
 ANN_REFINE = 5
