@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from conftest import gone_within
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -28,7 +29,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Implementation
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from conftest import gone_within
 from mcp_server import info
 from mcp_server.models import MAX_TEXT_CHARS, Kind
 from memory import sanitize

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import memctl_processes
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, Implementation
 
-from conftest import memctl_processes
 from memory.launch import stdio_serve_project
 
 AGENT = Implementation(name="pytest-agent", version="1.0")
