@@ -61,7 +61,6 @@ class Worker:
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
         self._conn: Connection | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._spawn()
 
     def start(self) -> None:
@@ -119,7 +118,6 @@ class Worker:
             raise
         finally:
             theirs.close()
-        self._proc = proc
         conn = Connection(ours.detach())
         self._conn = conn
         threading.Thread(target=self._read, args=(conn, proc),
@@ -239,15 +237,16 @@ def serve_worker(fd: int, project: str | None, home: Path | None) -> None:
             request_id, name, args = conn.recv()
         except (EOFError, OSError):
             break
-        done = pool.submit(_handle, runtime, conn, lock, request_id, name, args)
+        call = pool.submit(_handle, runtime, conn, lock, request_id, name, args)
         if first:  # once the first answer is out, load LanceDB for the first write
-            done.add_done_callback(lambda _: _warm_writer(runtime))
+            call.add_done_callback(lambda _: _warm_writer(runtime))
             first = False
     # The server is gone: let calls in flight (a write, say) finish, then exit even if one
     # is stuck (the pool's threads are not daemons; a dead session's process must not stay).
-    done = threading.Event()
-    threading.Thread(target=lambda: (pool.shutdown(wait=True), done.set()), daemon=True).start()
-    done.wait(EXIT_GRACE_S)
+    finished = threading.Event()
+    threading.Thread(target=lambda: (pool.shutdown(wait=True), finished.set()),
+                     daemon=True).start()
+    finished.wait(EXIT_GRACE_S)
     sys.stderr.flush()
     os._exit(0)
 
