@@ -113,10 +113,9 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     q = Query(project=project, text=core, vector=None, where=where,
               limit=limit, files=list(opts.files), filter=visible, snapshot=snap)
     if active & {"semantic", "temporal"}:
-        started = time.perf_counter()
+        clock.lap(None)
         q.vector = embed([core])[0]
-        if timings is not None:
-            timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
+        clock.lap("embed")
 
     scored: dict[str, list[tuple[str, float]]] = {}
     runs: dict[str, Callable[[], list[tuple[str, float]]]] = {
@@ -131,10 +130,9 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         skip.add("context")
     for name, run in runs.items():
         if name in active and name not in skip:
-            started = time.perf_counter()
+            clock.lap(None)
             scored[name] = run()
-            if timings is not None:
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+            clock.lap(name)
 
     clock.lap(None)
     candidates = sorted({i for lst in scored.values() for i, _ in lst})
