@@ -76,21 +76,18 @@ def rrf(
     channels = sorted(rankings)
     channel_weights = _weights_for(channels, weights)
     ranks: dict[str, dict[str, int]] = {}
+    parts: dict[str, dict[str, float]] = {}
     for channel in channels:
-        seen: set[str] = set()
-        for doc_id in rankings[channel]:
-            if doc_id in seen:
-                continue
-            seen.add(doc_id)
-            ranks.setdefault(doc_id, {})[channel] = len(seen)
-
-    fused: list[tuple[str, FusedScore]] = []
-    for doc_id, doc_ranks in ranks.items():
-        parts = {ch: channel_weights[ch] / (k + r) for ch, r in doc_ranks.items()}
-        # doc_ranks was filled in sorted channel order, so this sum is deterministic.
-        fused.append((doc_id, FusedScore(sum(parts.values()), doc_ranks, parts)))
-    fused.sort(key=lambda item: (-item[1].score, item[1].best_rank, item[0]))
-    return dict(fused)
+        weight = channel_weights[channel]
+        # dict.fromkeys: an id's first occurrence only, in order.
+        for rank, doc_id in enumerate(dict.fromkeys(rankings[channel]), start=1):
+            if doc_id not in ranks:
+                ranks[doc_id], parts[doc_id] = {}, {}
+            ranks[doc_id][channel] = rank
+            parts[doc_id][channel] = weight / (k + rank)
+    # Each doc's parts were filled in sorted channel order, so every sum is deterministic.
+    order = sorted((-sum(parts[d].values()), min(ranks[d].values()), d) for d in ranks)
+    return {d: FusedScore(-neg, ranks[d], parts[d]) for neg, _, d in order}
 
 
 def max_score(

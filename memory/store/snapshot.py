@@ -1,10 +1,12 @@
-"""An in-process, read-only snapshot of the small columns recall filters on, per table version.
+"""An in-process, read-only snapshot of a table version: every column but the vectors.
 
 Recall used to run several filtered LanceDB scans after its channels (visibility, session
-neighbours, the final rows), each O(table) plus a fixed overhead. The snapshot holds those
-columns (and, while the table is small enough to be searched flat, the vectors) as arrays,
-so visibility, neighbours and exact cosine search are numpy work, and the final rows are
-taken by position from the snapshot's own pinned version.
+neighbours, the final rows), each O(table) plus a fixed overhead. The snapshot holds the
+light columns (and, while the table is small enough to be searched flat, the vectors) in
+memory: the ones recall filters and ranks on as arrays, so visibility, neighbours and exact
+cosine search are numpy work, and the rest as Arrow, so the final rows are an in-memory take.
+(A Lance take of ten rows costs 5-20 ms of fixed overhead, more than the whole ranking; the
+light columns of 100,000 memories hold tens of MB.)
 
 Freshness: every `current()` reads the table's latest version (cheap: a directory read) and
 reloads when it moved, so a write acknowledged by any process before a recall starts is seen
@@ -25,10 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from memory.record import SCHEMA
-from memory.store.table import VANISHED, MemoryTable
+from memory.store.table import LIGHT_COLUMNS, VANISHED, MemoryTable
 
-META_COLUMNS = ["id", "project", "session", "status", "superseded_by", "kind", "valid_from",
-                "last_accessed_at", "access_count", "importance", "trust_alpha", "trust_beta"]
 # What ranking reads of each candidate (kind, times in UTC microseconds, use and trust).
 SCORE_FIELDS = ["id", "kind", "valid_from", "last_accessed_at", "access_count", "importance",
                 "trust_alpha", "trust_beta"]
@@ -41,7 +41,7 @@ class _Fragment:
 
     files: tuple[str, ...]
     deletions: str
-    meta: pa.Table  # META_COLUMNS + _rowaddr
+    meta: pa.Table  # LIGHT_COLUMNS + _rowaddr
     vectors: np.ndarray | None  # float32, unit rows (zero rows stay zero)
 
 
@@ -91,6 +91,7 @@ class Snapshot:
     trust_beta: np.ndarray
     # Per fragment, shared with the cache (one copy in memory); only while searched flat.
     vectors: list[np.ndarray] | None
+    rows: pa.Table  # LIGHT_COLUMNS, in snapshot order
     _masks: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -178,11 +179,12 @@ class Snapshot:
         return [dict(zip(SCORE_FIELDS, row, strict=True)) for row in cols]
 
     def take(self, ids: Sequence[str], columns: Sequence[str]) -> pa.Table:
-        """Rows of `ids` (those the snapshot holds) from the snapshot's version."""
-        pos = self.positions(ids)
-        if not pos:
-            return pa.table({c: [] for c in columns})
-        return self.dataset.take(pos, columns=list(columns))  # type: ignore[attr-defined]
+        """Rows of `ids` (those the snapshot holds), in that order, as of its version."""
+        rows = self.rows.select(list(columns))
+        # Row slices, not Table.take: a take over a many-chunk table (one chunk per fragment)
+        # first concatenates whole columns, a copy of the table per recall.
+        return pa.concat_tables([rows.slice(p, 1) for p in self.positions(ids)]
+                                or [rows.slice(0, 0)])
 
 
 def _code(dictionary: list[str | None], value: str) -> int:
@@ -228,16 +230,8 @@ class SnapshotCache:
 
     def take(self, ids: Sequence[str], columns: Sequence[str],
              snap: Snapshot | None = None) -> pa.Table:
-        """`Snapshot.take`, retried on a fresh snapshot if a hard erase elsewhere removed the
-        pinned version's files."""
-        snap = snap or self.current()
-        try:
-            return snap.take(ids, columns)
-        except (RuntimeError, OSError, ValueError) as exc:
-            if VANISHED not in str(exc):
-                raise
-            self.invalidate()
-            return self.current().take(ids, columns)
+        """`Snapshot.take` on `snap`, or on the latest snapshot."""
+        return (snap or self.current()).take(ids, columns)
 
     # -- loading --------------------------------------------------------------------------
     def _load(self) -> Snapshot:
@@ -293,7 +287,7 @@ class SnapshotCache:
 
     @staticmethod
     def _read(frag: object, files: tuple[str, ...], deletions: str, flat: bool) -> _Fragment:
-        cols = [*META_COLUMNS, "vector"] if flat else META_COLUMNS
+        cols = [*LIGHT_COLUMNS, "vector"] if flat else LIGHT_COLUMNS
         t = frag.to_table(columns=cols, with_row_address=True)  # type: ignore[attr-defined]
         vecs = None
         if flat:
@@ -312,7 +306,7 @@ class SnapshotCache:
         if frags:
             meta = pa.concat_tables([f.meta for f in frags])
         else:
-            meta = SCHEMA.empty_table().select(META_COLUMNS)
+            meta = SCHEMA.empty_table().select(LIGHT_COLUMNS)
         ids = meta.column("id").to_pylist()
         project, projects = _codes(meta.column("project"))
         session, _ = _codes(meta.column("session"))
@@ -335,4 +329,4 @@ class SnapshotCache:
                         numbers("importance", np.float32, 0.5),
                         numbers("trust_alpha", np.float32, 1.0),
                         numbers("trust_beta", np.float32, 1.0),
-                        vectors)
+                        vectors, meta.select(LIGHT_COLUMNS))
