@@ -86,6 +86,23 @@ def test_temporal_boost_and_filter(mem: Memories) -> None:
     assert set(since) == {yesterday, last_month}
 
 
+def test_a_date_in_the_query_reaches_memories_recorded_just_after_it(mem: Memories) -> None:
+    # Told two days later ("we met on Monday"): still about that day. Ten days later is not.
+    day = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+    told = mem.remember("We met the Lisbon vendor and signed the contract", kind="episode",
+                        valid_from=day + timedelta(days=2)).id
+    late = mem.remember("We met the Porto vendor and signed the contract", kind="episode",
+                        valid_from=day + timedelta(days=10)).id
+    before = mem.remember("We met the Madrid vendor and signed the contract", kind="episode",
+                          valid_from=day - timedelta(days=1)).id
+    found = ids(mem.search("which vendor did we meet on 2 June 2025",
+                           RecallOptions(reinforce=False, now=NOW)))
+    assert told in found and late not in found and before not in found
+    exact = ids(mem.search("which vendor did we meet", RecallOptions(
+        reinforce=False, now=NOW, since=day, until=day + timedelta(days=1))))
+    assert exact == []  # explicit bounds stay exact
+
+
 def test_context_files_boost_memories_about_them(mem: Memories) -> None:
     a = mem.remember("Keep functions small and typed", kind="convention",
                      files=["src/config/parse.py"]).id

@@ -104,6 +104,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     window = parse_time_expression(text, now)
     core = strip_time_expression(text, window) if window else text
     core = core.strip() or text
+    window = temporal.with_report_lag(window) if window else None
     active = set(opts.channels or CHANNELS)
     where, visible = _visibility(project, opts, window)
     # Read the table's version before any channel: every write acknowledged by now is seen.

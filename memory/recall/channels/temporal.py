@@ -16,6 +16,18 @@ from memory.store.table import timestamp_sql, utc_naive
 from memory.timeparse import TimeWindow
 
 _EPOCH = datetime(1970, 1, 1)
+# Memories are recorded at or after what they describe: a conversation turn says "we met two
+# days ago", a note is written the morning after the decision. So a filter window taken from
+# the query's words reaches this far past its end. Measured on LoCoMo dev: 2, 3 and 7 days all
+# gave +0.8 points turn R@5 over none. Explicit --since / --until bounds stay exact.
+REPORT_LAG = timedelta(days=3)
+
+
+def with_report_lag(window: TimeWindow) -> TimeWindow:
+    """`window` with a filter's end moved REPORT_LAG later (a boost already has slack)."""
+    if window.mode != "filter" or window.end is None:
+        return window
+    return replace(window, end=window.end + REPORT_LAG)
 
 
 def ts_micros(value: datetime) -> int:
