@@ -50,6 +50,13 @@ def test_stemming_matches_word_forms(mem: Memories) -> None:
     assert ids(mem.search("paints", only("lexical")))[:1] == [m]
 
 
+def test_question_words_do_not_match_by_themselves(mem: Memories) -> None:
+    chatter = mem.remember("What did you do? How was it?", kind="episode").id
+    lake = mem.remember("Went kayaking on the lake with the kids", kind="episode").id
+    hits = ids(mem.search("what did she do at the lake", only("lexical")))
+    assert hits == [lake] and chatter not in hits
+
+
 def test_semantic_finds_paraphrases_without_shared_words(mem: Memories) -> None:
     target = mem.remember("The production database is backed up every night", kind="fact").id
     mem.remember("Frontend builds use Vite and TypeScript", kind="fact")

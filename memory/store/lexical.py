@@ -29,6 +29,24 @@ FIELD_BOOSTS: dict[str, float] = {
 WRITER_HEAP = 32_000_000
 ANALYZER = "memctl_stem"
 MAX_QUERY_TERMS = 64
+# Function words dropped from queries (never from the index): pronouns, auxiliaries,
+# question words, determiners, prepositions. Tantivy's own English list has 33 words and
+# keeps "what", "did", "she", "how", "has", so "what did she do" matched every short turn
+# holding them. Measured on LoCoMo dev: BM25 turn R@5 0.632 -> 0.680, fused 0.684 -> 0.696.
+QUERY_STOPWORDS = (
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are",
+    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but",
+    "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for",
+    "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself",
+    "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself",
+    "just", "me", "might", "more", "most", "must", "my", "myself", "no", "nor", "not", "now",
+    "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out",
+    "over", "own", "same", "shall", "she", "should", "so", "some", "such", "than", "that",
+    "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were",
+    "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "will", "with",
+    "would", "you", "your", "yours", "yourself", "yourselves",
+)
 
 
 def _analyzer(stopwords: bool) -> tantivy.TextAnalyzer:
@@ -38,9 +56,8 @@ def _analyzer(stopwords: bool) -> tantivy.TextAnalyzer:
         .filter(tantivy.Filter.lowercase())
         .filter(tantivy.Filter.ascii_fold())
     )
-    if stopwords:
-        # Only on the query side: "what did she do" should not match every turn by its verbs.
-        builder = builder.filter(tantivy.Filter.stopword("english"))
+    if stopwords:  # only on the query side
+        builder = builder.filter(tantivy.Filter.custom_stopword(list(QUERY_STOPWORDS)))
     return builder.filter(tantivy.Filter.stemmer("english")).build()
 
 
