@@ -123,7 +123,10 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         "semantic": lambda: semantic.search(store, q),
         "lexical": lambda: lexical.search(store, q),
         "entity": lambda: entity.search(store, q),
-        "temporal": lambda: temporal.search(store, q, window),
+        # A filter window already bounds every channel: inside it, the temporal ranking is
+        # the semantic one, so it is not searched twice.
+        "temporal": lambda: scored["semantic"] if window is not None and window.mode == "filter"
+        and "semantic" in scored else temporal.search(store, q, window),
         "context": lambda: context.search(store, q),
     }
     skip = {"temporal"} if window is None else set()
