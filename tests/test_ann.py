@@ -7,6 +7,7 @@ import numpy as np
 from memory.bench.ann_measure import synthetic_records, synthetic_vectors
 from memory.locking import FileLock
 from memory.store import MemoryStore
+from memory.store.table import MAX_INDEX_DELTAS
 
 WHERE = "project = 'bench' AND status = 'active' AND superseded_by IS NULL"
 
@@ -39,6 +40,26 @@ def test_index_built_past_threshold_and_agrees_with_exact_search(store: MemorySt
     store.table.compact()
     q = vectors[599]
     assert store.table.vector_search(q, WHERE, 1)[0][0] == _exact(store, q, 1)[0]
+
+
+def test_index_deltas_are_merged_and_recall_filters_indexed(store: MemoryStore) -> None:
+    vectors = synthetic_vectors(600)
+    store.insert(synthetic_records(vectors[:300], 0))
+    assert store.index_vectors_if_large(min_rows=300, background=False)
+    assert store.table.missing_filter_indexes() == []
+    assert store.table.vector_index_deltas() == 1
+    # Each compaction adds the new rows to the index as one more delta.
+    for n in range(MAX_INDEX_DELTAS):
+        start = 300 + 50 * n
+        store.insert(synthetic_records(vectors[start:start + 50], start))
+        store.table.compact()
+    assert store.table.vector_index_deltas() == MAX_INDEX_DELTAS + 1
+    assert store.index_vectors_if_large(min_rows=300, background=False)
+    assert store.table.vector_index_deltas() == 1
+    assert not store.index_vectors_if_large(min_rows=300, background=False)  # nothing to do
+    for n in (0, 310, 449):
+        assert store.table.vector_search(vectors[n], WHERE, 1)[0][0] == _exact(
+            store, vectors[n], 1)[0]
 
 
 def test_one_builder_across_processes(store: MemoryStore) -> None:

@@ -26,6 +26,7 @@ from memory.store.lexical import LexicalDoc, LexicalIndex
 from memory.store.snapshot import Snapshot, SnapshotCache
 from memory.store.table import (
     ANN_MIN_ROWS,
+    MAX_INDEX_DELTAS,
     MemoryTable,
     sql_in,
     timestamp_sql,
@@ -86,7 +87,6 @@ class MemoryStore:
         # Below the ANN threshold the snapshot also holds the vectors for exact flat search.
         self.snapshots = SnapshotCache(self.table, ANN_MIN_ROWS)
         self._writes = 0
-        self._ann_checked = False
         self._touch_lock = threading.Lock()
         self._touched: Counter[str] = Counter()
         self._touched_at: datetime | None = None
@@ -107,22 +107,27 @@ class MemoryStore:
 
     def index_vectors_if_large(self, min_rows: int = ANN_MIN_ROWS,
                                background: bool = True) -> bool:
-        """Start building the ANN index once the table has `min_rows` rows (one builder
-        across processes; a build interrupted by an exit is simply retried later)."""
-        if self._ann_checked or self.table.count() < min_rows:
+        """Start building the ANN index once the table has `min_rows` rows, or maintaining it
+        (filter indexes, too many deltas) once it exists. One builder across processes; a
+        build interrupted by an exit is simply retried later."""
+        if self.table.count() < min_rows:
             return False
-        if self.table.has_vector_index():
-            self._ann_checked = True
+        deltas = self.table.vector_index_deltas()
+        if deltas and deltas <= MAX_INDEX_DELTAS and not self.table.missing_filter_indexes():
             return False
         builder = FileLock(self.paths.ann_lock)
         if not builder.try_acquire():
             return False  # another process is building it
-        self._ann_checked = True
 
         def build() -> None:
             try:
                 with contextlib.suppress(Exception):  # best effort: search stays exact
-                    self.table.build_vector_index()
+                    if not deltas:
+                        self.table.build_vector_index()
+                    else:
+                        self.table.build_filter_indexes()
+                        if deltas > MAX_INDEX_DELTAS:
+                            self.table.merge_vector_index()
             finally:
                 builder.release()
 

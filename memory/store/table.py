@@ -31,6 +31,13 @@ ANN_MIN_ROWS = int(os.environ.get("MEMCTL_ANN_MIN_ROWS", "20000"))
 # it the 8-bit scalar quantisation loses 10-18% of the true top 10 at 25,000-100,000 rows.
 ANN_REFINE = 5
 VECTOR_INDEX = "vector_idx"
+# Scalar indexes for recall's where-clause, made with the vector index: a prefiltered ANN
+# search otherwise reads project and status of every row (at 100,000 rows: 15 of 49 ms).
+FILTER_INDEXES = ("project", "status")
+# Compaction adds new rows to the vector index as a delta, and every delta is searched on its
+# own (at 100,000 rows, 9 deltas: 65 ms a search, 49 ms once merged). Past this many they
+# are merged into one, in the background.
+MAX_INDEX_DELTAS = 3
 
 # A hard erase in another process removes old versions' files; a read planned against one
 # of them fails with this, and succeeds once it re-reads the latest version.
@@ -171,8 +178,31 @@ class MemoryTable:
 
     # -- vector index ---------------------------------------------------------------------
     def has_vector_index(self) -> bool:
-        return any(i.name == VECTOR_INDEX
-                   for i in self._read(lambda: self._latest().describe_indices()))
+        return self.vector_index_deltas() > 0
+
+    def vector_index_deltas(self) -> int:
+        """How many separately searched parts the vector index has (0: no index)."""
+        return sum(len(i.segments) for i in self._read(lambda: self._latest().describe_indices())
+                   if i.name == VECTOR_INDEX)
+
+    def missing_filter_indexes(self) -> list[str]:
+        names = {f for i in self._read(lambda: self._latest().describe_indices())
+                 for f in i.field_names}
+        return [c for c in FILTER_INDEXES if c not in names]
+
+    def build_filter_indexes(self) -> None:
+        from lancedb.index import Bitmap
+
+        for column in self.missing_filter_indexes():
+            self._table.create_index(column, config=Bitmap(), replace=True,
+                                     name=f"{column}_idx")
+
+    def merge_vector_index(self) -> None:
+        """Fold the vector index's deltas into one (no retraining; seconds to a minute)."""
+        deltas = self.vector_index_deltas()
+        if deltas > 1:
+            self._read(self._latest).optimize.optimize_indices(
+                num_indices_to_merge=deltas, index_names=[VECTOR_INDEX])
 
     def build_vector_index(self) -> None:
         """Train and write the ANN index. Takes seconds to minutes; needs no write lock:
@@ -182,6 +212,7 @@ class MemoryTable:
 
         self._table.create_index("vector", config=HnswSq(distance_type="cosine"),
                                  replace=True, name=VECTOR_INDEX)
+        self.build_filter_indexes()
 
     # -- reads --------------------------------------------------------------------------
     def _read(self, fn: Callable[[], T]) -> T:
