@@ -19,6 +19,7 @@ from memory.llm.generator import (
     model_path,
 )
 from memory.llm.prefix_cache import PrefixCache
+from memory.llm.state_codec import LOSSLESS
 from memory.recall import Hit
 from memory.recall.rerank import Reranker
 from memory.record import Memory, new_id
@@ -112,25 +113,35 @@ def test_close_is_idempotent(models_dir: Path) -> None:
     g.close()
 
 
+# A 270M model is a weak relevance judge (README: rerank stays off by default), and the
+# margins it gives are often a tenth of a log-odd, which CPU-dependent rounding in llama.cpp
+# and a 4-bit cached state can flip. It separates this pair by about 0.5.
+QUERY = "Which database did we choose for the job queue?"
 PASSAGES = [
-    "Caroline: I went to an LGBTQ support group yesterday and it was so powerful.",
+    "We decided to use redis for the job queue because it avoids a global lock.",
     "Melanie: I painted a lake sunrise last year, it's special to me.",
     "Melanie: We went camping in the mountains with the kids last weekend.",
 ]
 
 
 def test_reranker_prefers_the_relevant_passage_with_or_without_cache(gen) -> None:
-    reranker = Reranker(gen, PrefixCache(64 << 20), top=3)
-    query = "When did Caroline go to the LGBTQ support group?"
-    plain = reranker.score(query, PASSAGES, use_cache=False)
+    plain = Reranker(gen, None, top=3).score(QUERY, PASSAGES)
     assert int(np.argmax(plain)) == 0
-    first = reranker.score(query, PASSAGES)
-    again = reranker.score(query, PASSAGES)  # instruction + query restored from the cache
-    assert reranker.cache is not None and reranker.cache.stats().hits >= 1
-    assert np.allclose(first, plain, atol=1e-3)  # computed, then only the prefix cached
-    assert int(np.argmax(again)) == 0 and np.allclose(again, plain, atol=1.0)
+    # Through a lossless cache: computed once, then instruction + query restored, same scores.
+    exact = Reranker(gen, PrefixCache(64 << 20, settings=LOSSLESS), top=3)
+    first = exact.score(QUERY, PASSAGES)
+    again = exact.score(QUERY, PASSAGES)
+    assert exact.cache is not None and exact.cache.stats().hits >= 1
+    assert np.allclose(first, plain, atol=1e-3) and np.allclose(again, plain, atol=1e-3)
+    # Through the default 4-bit cache: close to the plain scores. Measured: within 0.26 on 15
+    # pairs; a restore that lost the few-shot examples moves them by 0.55 and flips the order.
+    lossy = Reranker(gen, PrefixCache(64 << 20), top=3)
+    lossy.score(QUERY, PASSAGES)
+    approx = lossy.score(QUERY, PASSAGES)
+    assert lossy.cache is not None and lossy.cache.stats().hits >= 1
+    assert np.allclose(approx, plain, atol=0.4) and int(np.argmax(approx)) == 0
     assert gen.seq_len(0) == 0 and all(gen.seq_len(s) == 0 for s in range(gen.n_seq))
-    assert reranker.score(query, []) == []
+    assert lossy.score(QUERY, []) == []
 
 
 def test_rerank_reorders_hits_and_records_the_model_rank(gen) -> None:
@@ -138,8 +149,7 @@ def test_rerank_reorders_hits_and_records_the_model_rank(gen) -> None:
     hits = [Hit(Memory(id=new_id(now), project="t", kind="episode", text=text,
                        content_hash=str(i), created_at=now, valid_from=now), 1.0 - i / 10, 0.5)
             for i, text in enumerate(reversed(PASSAGES))]
-    ranked = Reranker(gen, None, top=3, weight=2.0).rerank(
-        "When did Caroline go to the LGBTQ support group?", hits)
+    ranked = Reranker(gen, None, top=3, weight=2.0).rerank(QUERY, hits)
     assert sorted(h.memory.id for h in ranked) == sorted(h.memory.id for h in hits)
     assert ranked[0].memory.text == PASSAGES[0]
     assert ranked[0].ranks["rerank"] == 1

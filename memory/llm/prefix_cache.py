@@ -36,12 +36,14 @@ class CacheStats:
 
 
 class PrefixCache:
-    """Token prefix -> blob, at most `budget` bytes of blobs in all."""
+    """Token prefix -> blob, at most `budget` bytes of blobs in all; `settings` is how
+    `prefill` compresses the states it caches."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, *, settings: Settings = DEFAULT_SETTINGS) -> None:
         if budget < 0:
             raise ValueError("the cache budget cannot be negative")
         self.budget = budget
+        self.settings = settings
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         # Entry keys by length: a lookup hashes one slice per distinct cached length.
@@ -120,11 +122,13 @@ def prefill(gen: Generator, cache: PrefixCache | None, tokens: Sequence[int], *,
     """Evaluate `tokens` into a fresh `seq`, starting from the longest cached prefix.
 
     States at the lengths in `save` (checkpoints such as "end of the fixed instruction") are
-    compressed with `settings` and cached on the way. Returns the last token's logits, or
-    None when `need_logits` is False and the whole of `tokens` came from the cache. A cached
-    blob that cannot be restored is dropped and the prefix recomputed.
+    compressed with `settings` (default: the cache's own) and cached on the way. Returns the
+    last token's logits, or None when `need_logits` is False and the whole of `tokens` came
+    from the cache. A cached blob that cannot be restored is dropped and the prefix
+    recomputed.
     """
-    settings = settings or DEFAULT_SETTINGS
+    if settings is None:
+        settings = cache.settings if cache is not None else DEFAULT_SETTINGS
     with gen.lock:
         gen.clear(seq)
         start = 0
