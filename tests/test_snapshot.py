@@ -16,7 +16,7 @@ import pytest
 
 from memory.recall import RecallOptions, _visibility
 from memory.service import Memories
-from memory.store.snapshot import Filter
+from memory.store.snapshot import Filter, Snapshot, SnapshotCache
 from memory.timeparse import parse_time_expression
 
 NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)
@@ -112,6 +112,30 @@ def test_positions_match_the_table_after_updates_and_compaction(mem: Memories, f
         table = {r["id"]: r["status"] for r in mem.store.table.scan(
             None, ["id", "status"]).to_pylist()}
         assert dict((r["id"], r["status"]) for r in got) == table, step
+
+
+def vectors_by_id(snap: Snapshot) -> dict[str, np.ndarray]:
+    assert snap.vectors is not None
+    rows = np.concatenate([b.rows(np.arange(len(b))) for b in snap.vectors])
+    return {i: rows[p] for i, p in snap.index.items()}
+
+
+def test_rewritten_rows_keep_their_vectors_without_reading_them_again(
+        mem: Memories, filled) -> None:
+    cache = mem.store.snapshots
+    mem.store.snapshot()
+    read = cache.vector_rows_read
+    mem.feedback(filled[TEXTS[0][1]], "helpful")  # the row moves to a new fragment
+    mem.store.snapshot()
+    mem.store.table.compact()  # every row moves
+    mem.store.snapshot()
+    assert cache.vector_rows_read == read
+    mem.remember("Feature flags are read from flags.toml at start-up", kind="fact")
+    ours = vectors_by_id(mem.store.snapshot())
+    assert cache.vector_rows_read == read + 1  # only the new memory's vector
+    from_disk = vectors_by_id(SnapshotCache(mem.store.table, 10**6).current())
+    assert ours.keys() == from_disk.keys() and len(ours) == len(TEXTS) + 1
+    assert all(np.array_equal(ours[i], from_disk[i]) for i in ours)
 
 
 @pytest.mark.parametrize("query, kw", [

@@ -23,7 +23,7 @@ from memory.config import Paths
 from memory.locking import FileLock, WriteLock
 from memory.record import Memory
 from memory.store.lexical import LexicalDoc, LexicalIndex
-from memory.store.snapshot import Snapshot, SnapshotCache
+from memory.store.snapshot import FLAT_MAX_ROWS, Snapshot, SnapshotCache
 from memory.store.table import (
     ANN_MIN_ROWS,
     MAX_INDEX_DELTAS,
@@ -84,8 +84,8 @@ class MemoryStore:
             self.migrated = self.table.migrate()
             self.lexical = LexicalIndex(paths.lexical)
             self._reconcile_if_diverged()
-        # Below the ANN threshold the snapshot also holds the vectors for exact flat search.
-        self.snapshots = SnapshotCache(self.table, ANN_MIN_ROWS)
+        # Up to FLAT_MAX_ROWS the snapshot also holds the vectors, for recall's exact search.
+        self.snapshots = SnapshotCache(self.table, FLAT_MAX_ROWS)
         self._writes = 0
         self._touch_lock = threading.Lock()
         self._touched: Counter[str] = Counter()
