@@ -68,6 +68,14 @@ class FileLock:
         finally:
             os.close(fd)  # closing releases the lock
 
+    def detach(self) -> int:
+        """The held lock's descriptor, now the caller's: whoever holds a descriptor of the
+        same open file holds the lock (a child process too), until the last one is closed."""
+        if self._fd is None:
+            raise RuntimeError("the lock is not held")
+        fd, self._fd = self._fd, None
+        return fd
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -97,3 +97,26 @@ def test_hard_erase_waits_for_an_index_build(store: MemoryStore) -> None:
     worker.join(60)
     assert done.is_set()
     assert store.table.get([records[0].id]) == []
+
+
+def test_a_background_build_runs_in_its_own_process_past_its_parents_exit(
+        store: MemoryStore) -> None:
+    import subprocess
+    import sys
+
+    store.insert(synthetic_records(synthetic_vectors(400), 0))
+    # A short-lived command asks for the build and exits at once: cleanly, with the
+    # builder process carrying on and holding the build lock until it is done.
+    code = ("import sys; from pathlib import Path; from memory.config import paths; "
+            "from memory.store import MemoryStore; "
+            "s = MemoryStore(paths(Path(sys.argv[1]))); "
+            "print(s.index_vectors_if_large(min_rows=300))")
+    out = subprocess.run([sys.executable, "-c", code, str(store.paths.home)],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+    # Waiting on the lock waits for the builder: had it not inherited the lock, the wait
+    # would return at once, before any index exists.
+    with FileLock(store.paths.ann_lock).wait():
+        assert store.table.has_vector_index()
+        assert store.table.missing_filter_indexes() == []
+    assert not store.index_vectors_if_large(min_rows=300)  # nothing left to do

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from datetime import datetime
 from memory.config import Paths
 from memory.locking import FileLock, WriteLock
 from memory.record import Memory
+from memory.store import indexer
 from memory.store.lexical import LexicalDoc, LexicalIndex
 from memory.store.snapshot import FLAT_MAX_ROWS, Snapshot, SnapshotCache
 from memory.store.table import (
@@ -108,8 +110,8 @@ class MemoryStore:
     def index_vectors_if_large(self, min_rows: int = ANN_MIN_ROWS,
                                background: bool = True) -> bool:
         """Start building the ANN index once the table has `min_rows` rows, or maintaining it
-        (filter indexes, too many deltas) once it exists. One builder across processes; a
-        build interrupted by an exit is simply retried later."""
+        (filter indexes, too many deltas) once it exists; in a process of its own unless not
+        `background`. One builder across processes; a failed build is retried later."""
         if self.table.count() < min_rows:
             return False
         deltas = self.table.vector_index_deltas()
@@ -118,23 +120,20 @@ class MemoryStore:
         builder = FileLock(self.paths.ann_lock)
         if not builder.try_acquire():
             return False  # another process is building it
-
-        def build() -> None:
-            try:
-                with contextlib.suppress(Exception):  # best effort: search stays exact
-                    if not deltas:
-                        self.table.build_vector_index()
-                    else:
-                        self.table.build_filter_indexes()
-                        if deltas > MAX_INDEX_DELTAS:
-                            self.table.merge_vector_index()
-            finally:
-                builder.release()
-
         if background:
-            threading.Thread(target=build, name="memctl-ann-index", daemon=True).start()
-        else:
-            build()
+            fd = builder.detach()
+            try:
+                indexer.spawn(self.paths.lance, fd)
+            except OSError:
+                pass  # no process to spare: the next write retries
+            finally:
+                os.close(fd)  # the builder holds the lock from here on
+            return True
+        try:
+            with contextlib.suppress(Exception):  # best effort: search stays exact
+                indexer.maintain(self.table)
+        finally:
+            builder.release()
         return True
 
     def compact_if_fragmented(self) -> bool:
