@@ -222,6 +222,17 @@ def _code(dictionary: list[str | None], value: str) -> int:
         return -2  # matches no row (nulls are -1)
 
 
+def _unit_vectors(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list vector column as float32 unit rows (a null or zero vector: zeros)."""
+    v = column.combine_chunks()
+    dim = v.type.list_size
+    # values, not flatten(): a null vector keeps its slot, so rows stay aligned.
+    vals = v.values.slice(v.offset * dim, len(v) * dim)
+    vecs = vals.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+
+
 def _known_vectors(snap: Snapshot | None, ids: list[str]) -> np.ndarray | None:
     """The unit vectors of `ids` gathered from `snap`, or None unless it holds them all."""
     if snap is None or not snap.vectors:
@@ -332,20 +343,22 @@ class SnapshotCache:
 
     def _read(self, frag: Any, files: tuple[str, ...], deletions: str, flat: bool,
               known: Snapshot | None) -> _Fragment:
-        t = frag.to_table(columns=LIGHT_COLUMNS, with_row_address=True)
+        # With no vectors to reuse (a cold load), they come in the same scan as the rest.
+        reuse = flat and known is not None and bool(known.vectors)
+        together = flat and not reuse
+        t = frag.to_table(columns=[*LIGHT_COLUMNS, "vector"] if together else LIGHT_COLUMNS,
+                          with_row_address=True)
         if not flat:
             return _Fragment(files, deletions, t, None)
-        vecs = _known_vectors(known, t.column("id").to_pylist())
+        vecs = _known_vectors(known, t.column("id").to_pylist()) if reuse else None
         if vecs is None:
-            # The same pinned fragment: its rows come back in the same order.
-            v = frag.to_table(columns=["vector"]).column("vector").combine_chunks()
-            dim = v.type.list_size
-            # values, not flatten(): a null vector keeps its slot, so rows stay aligned.
-            vals = v.values.slice(v.offset * dim, len(v) * dim)
-            vecs = vals.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-            vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+            # Else the same pinned fragment again: its rows come back in the same order.
+            column = t.column("vector") if together else \
+                frag.to_table(columns=["vector"]).column("vector")
+            vecs = _unit_vectors(column)
             self.vector_rows_read += len(vecs)
+        if together:
+            t = t.drop_columns(["vector"])
         return _Fragment(files, deletions, t, Block(vecs))
 
     @staticmethod
