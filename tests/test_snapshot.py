@@ -64,7 +64,7 @@ def test_a_write_from_another_process_is_seen_by_the_next_recall(
     # No write happened in this process: only the version check can have noticed it.
     assert new_id in ids(mem.search(f"{marker} webhook", opts()))
     after = mem.store.snapshot()
-    assert after.version > before.version and new_id in after.index
+    assert after.version > before.version and after.position(new_id) is not None
 
 
 def test_superseded_and_forgotten_memories_leave_recall_at_once(mem: Memories, filled) -> None:
@@ -117,7 +117,7 @@ def test_positions_match_the_table_after_updates_and_compaction(mem: Memories, f
 def vectors_by_id(snap: Snapshot) -> dict[str, np.ndarray]:
     assert snap.vectors is not None
     rows = np.concatenate([b.rows(np.arange(len(b))) for b in snap.vectors])
-    return {i: rows[p] for i, p in snap.index.items()}
+    return {i: rows[p] for p, i in enumerate(snap.ids)}
 
 
 def test_rewritten_rows_keep_their_vectors_without_reading_them_again(

@@ -12,15 +12,17 @@ Freshness: every `current()` reads the table's latest version (cheap: a director
 reloads when it moved, so a write acknowledged by any process before a recall starts is seen
 by it. Reloads are incremental: Lance fragments are immutable apart from their deletion
 vectors, so only new fragments are read, and a fragment with new deletions is trimmed by its
-live row addresses.
+live row addresses. Each fragment keeps its own arrays; a snapshot's are their concatenation,
+so a reload after a small write costs numpy copies, not Python work per row.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -59,30 +61,73 @@ class Block:
     def rows(self, index: np.ndarray) -> np.ndarray:
         return self.matrix[index if self.live is None else self.live[index]]
 
-    def keep(self, mask: np.ndarray) -> Block:
-        return Block(self.matrix, np.flatnonzero(mask) if self.live is None else self.live[mask])
+
+class _Codes:
+    """A column's values as integer codes shared by every fragment (nulls are -1). Codes are
+    only ever added, so arrays from any snapshot compare against the same dictionary."""
+
+    def __init__(self) -> None:
+        self.values: list[str | None] = []
+        self._code: dict[str | None, int] = {}
+
+    def code(self, value: str) -> int:
+        return self._code.get(value, -2)  # -2 matches no row
+
+    def encode(self, column: pa.ChunkedArray) -> np.ndarray:
+        enc = pc.dictionary_encode(column).combine_chunks()
+        lut = []
+        for value in enc.dictionary.to_pylist():
+            code = self._code.get(value)
+            if code is None:
+                code = self._code[value] = len(self.values)
+                self.values.append(value)
+            lut.append(code)
+        local = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.asarray([*lut, -1], dtype=np.int32)[local]  # local -1 picks the last: null
 
 
-@dataclass
+CODED = ("project", "session", "status", "kind")
+
+
+@dataclass(frozen=True)
 class _Fragment:
-    """What was read of one Lance fragment: its live rows then, in address order."""
+    """What was read of one Lance fragment (its rows live then, in address order), with
+    recall's arrays of those rows, and which of them are still live. `serial` names this
+    read: a fragment read again is a new read, so no stale row number can point into it."""
 
+    serial: int
     files: tuple[str, ...]
     deletions: str
     meta: pa.Table  # LIGHT_COLUMNS + _rowaddr
-    vectors: Block | None
+    ids: np.ndarray  # object: str
+    arrays: dict[str, np.ndarray]
+    vectors: np.ndarray | None  # unit rows, only while searched flat
+    live: np.ndarray | None = None  # indices of the rows still live; None: every row
+
+    def __len__(self) -> int:
+        return len(self.ids) if self.live is None else len(self.live)
+
+    def column(self, name: str) -> np.ndarray:
+        a = self.ids if name == "id" else self.arrays[name]
+        return a if self.live is None else a[self.live]
+
+    def narrowed(self, keep: np.ndarray, deletions: str) -> _Fragment:
+        """Keep the live rows where `keep` (over the live rows) is true."""
+        live = np.flatnonzero(keep) if self.live is None else self.live[keep]
+        return replace(self, deletions=deletions, live=live)
+
+    def slots(self, start: int) -> np.ndarray:
+        """Snapshot position of each row as read, -1 for the rows no longer live."""
+        if self.live is None:
+            return np.arange(start, start + len(self.ids), dtype=np.int64)
+        out = np.full(len(self.ids), -1, dtype=np.int64)
+        out[self.live] = np.arange(start, start + len(self.live), dtype=np.int64)
+        return out
 
 
 def _signature(fragment: object) -> tuple[tuple[str, ...], str]:
     md = fragment.metadata  # type: ignore[attr-defined]
     return tuple(f.path for f in md.files), repr(md.deletion_file)
-
-
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
-    """Dictionary codes (-1 for null) and the dictionary."""
-    enc = pc.dictionary_encode(column).combine_chunks()
-    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-    return codes, enc.dictionary.to_pylist()
 
 
 @dataclass(frozen=True)
@@ -101,14 +146,11 @@ class Snapshot:
     version: int
     dataset: object  # lance.LanceDataset pinned at `version`
     ids: list[str]
-    index: dict[str, int]
+    codes: dict[str, _Codes]  # for the CODED columns
     project: np.ndarray
-    projects: list[str | None]
     session: np.ndarray
     status: np.ndarray
-    statuses: list[str | None]
     kind: np.ndarray
-    kinds: list[str | None]
     superseded: np.ndarray  # bool
     valid_from: np.ndarray  # int64 UTC microseconds
     last_accessed: np.ndarray  # int64 UTC microseconds, -1 where never accessed
@@ -119,7 +161,11 @@ class Snapshot:
     trust_beta: np.ndarray
     # Per fragment, shared with the cache (one copy in memory); only while searched flat.
     vectors: list[Block] | None
-    rows: pa.Table  # LIGHT_COLUMNS, in snapshot order
+    _fragments: dict[int, _Fragment]  # by serial
+    _slots: dict[int, np.ndarray]  # by serial: `_Fragment.slots` at its place here
+    # id -> serial << 32 | row as read. It may also hold ids gone since, or rows since
+    # moved: a lookup checks that the row is live here and is that id.
+    _where: dict[str, int]
     _masks: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -129,12 +175,12 @@ class Snapshot:
         cached = self._masks.get(f)
         if cached is not None:
             return cached
-        m = self.project == _code(self.projects, f.project)
-        m &= self.status == _code(self.statuses, "active")
+        m = self.project == self.codes["project"].code(f.project)
+        m &= self.status == self.codes["status"].code("active")
         if not f.include_superseded:
             m &= ~self.superseded
         if f.kinds is not None:
-            m &= np.isin(self.kind, [_code(self.kinds, k) for k in f.kinds])
+            m &= np.isin(self.kind, [self.codes["kind"].code(k) for k in f.kinds])
         for start, end in f.bounds:
             if start is not None:
                 m &= self.valid_from >= start
@@ -144,9 +190,32 @@ class Snapshot:
             self._masks[f] = m
         return m
 
+    def _locate(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per id: its position here (-1 if not held), and its fragment read and row in it.
+
+        An id's entry names the read that last held it live. The row is live here only if
+        this snapshot has that read and the row's slot is set; an id gone since, or moved to
+        a read this snapshot does not have, is not held."""
+        get = self._where.get
+        keys = np.fromiter((get(i, -1) for i in ids), np.int64, len(ids))
+        found = keys >= 0
+        serial, row = keys >> 32, keys & 0xFFFFFFFF
+        pos = np.full(len(keys), -1, dtype=np.int64)
+        for s in np.unique(serial[found]).tolist():
+            slots = self._slots.get(s)
+            if slots is not None:
+                sel = found & (serial == s)
+                pos[sel] = slots[row[sel]]
+        return pos, serial, row
+
+    def position(self, memory_id: str) -> int | None:
+        p = int(self._locate([memory_id])[0][0])
+        return p if p >= 0 else None
+
     def positions(self, ids: Sequence[str]) -> list[int]:
         """Snapshot positions of the `ids` it holds (others are dropped)."""
-        return [p for p in (self.index.get(i) for i in ids) if p is not None]
+        pos = self._locate(ids)[0]
+        return pos[pos >= 0].tolist()
 
     def visible(self, ids: Sequence[str], f: Filter) -> list[str]:
         m = self.mask(f)
@@ -192,13 +261,28 @@ class Snapshot:
         order = np.lexsort((cand, -sims))
         return [(self.ids[int(cand[i])], float(sims[i])) for i in order]
 
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray | None:
+        """The unit vectors of `ids`, or None unless this snapshot holds them all."""
+        pos, serial, row = self._locate(ids)
+        if not self.vectors or (pos < 0).any():
+            return None
+        out = np.empty((len(ids), self.vectors[0].matrix.shape[1]), np.float32)
+        for s in np.unique(serial).tolist():
+            vecs = self._fragments[s].vectors
+            if vecs is None:
+                return None
+            sel = serial == s
+            out[sel] = vecs[row[sel]]
+        return out
+
     def score_fields(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """SCORE_FIELDS of the `ids` the snapshot holds, as the table's rows would give them
         (float32 values widened exactly, times as microseconds, None where null)."""
         pos = np.asarray(self.positions(ids), dtype=np.int64)
         accessed = self.accessed[pos].tolist()
+        kinds = self.codes["kind"].values
         cols = zip([self.ids[p] for p in pos.tolist()],
-                   [self.kinds[c] for c in self.kind[pos].tolist()],
+                   [kinds[c] for c in self.kind[pos].tolist()],
                    self.valid_from[pos].tolist(),
                    [t if a else None for t, a in zip(self.last_accessed[pos].tolist(), accessed,
                                                      strict=True)],
@@ -208,18 +292,12 @@ class Snapshot:
 
     def take(self, ids: Sequence[str], columns: Sequence[str]) -> pa.Table:
         """Rows of `ids` (those the snapshot holds), in that order, as of its version."""
-        rows = self.rows.select(list(columns))
-        # Row slices, not Table.take: a take over a many-chunk table (one chunk per fragment)
-        # first concatenates whole columns, a copy of the table per recall.
-        return pa.concat_tables([rows.slice(p, 1) for p in self.positions(ids)]
-                                or [rows.slice(0, 0)])
-
-
-def _code(dictionary: list[str | None], value: str) -> int:
-    try:
-        return dictionary.index(value)
-    except ValueError:
-        return -2  # matches no row (nulls are -1)
+        names = list(columns)
+        pos, serial, row = self._locate(ids)
+        # One-row slices of the fragments as read: no copy of the table per recall.
+        parts = [self._fragments[s].meta.slice(r, 1).select(names)
+                 for s, r in zip(serial[pos >= 0].tolist(), row[pos >= 0].tolist(), strict=True)]
+        return pa.concat_tables(parts) if parts else SCHEMA.empty_table().select(names)
 
 
 def _unit_vectors(column: pa.ChunkedArray) -> np.ndarray:
@@ -233,34 +311,21 @@ def _unit_vectors(column: pa.ChunkedArray) -> np.ndarray:
     return np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
 
 
-def _known_vectors(snap: Snapshot | None, ids: list[str]) -> np.ndarray | None:
-    """The unit vectors of `ids` gathered from `snap`, or None unless it holds them all."""
-    if snap is None or not snap.vectors:
-        return None
-    pos = [snap.index.get(i) for i in ids]
-    if None in pos:
-        return None
-    out = np.empty((len(ids), snap.vectors[0].matrix.shape[1]), np.float32)
-    if not ids:
-        return out
-    where = np.asarray(pos, dtype=np.int64)
-    starts = np.cumsum([0] + [len(b) for b in snap.vectors])
-    part = np.searchsorted(starts, where, side="right") - 1
-    for k in np.unique(part).tolist():
-        sel = part == k
-        out[sel] = snap.vectors[k].rows(where[sel] - starts[k])
-    return out
-
-
 class SnapshotCache:
-    """The latest snapshot of one table; thread-safe, rebuilt only when the version moves."""
+    """The latest snapshot of one table; thread-safe, rebuilt only when the version moves.
+
+    A reload reads only new fragments and narrows the others by their new deletions; the
+    snapshot's arrays are then concatenations of per-fragment arrays (numpy, not Python)."""
 
     def __init__(self, table: MemoryTable, flat_max_rows: int) -> None:
         self.table = table
         self.flat_max_rows = flat_max_rows
         self._lock = threading.Lock()
         self._snap: Snapshot | None = None
-        self._fragments: dict[int, _Fragment] = {}
+        self._fragments: dict[int, _Fragment] = {}  # by Lance fragment id
+        self._where: dict[str, int] = {}
+        self._codes = {name: _Codes() for name in CODED}
+        self._serials = itertools.count(1)
         self.reloads = 0
         self.vector_rows_read = 0  # vectors read from disk rather than reused
 
@@ -285,6 +350,8 @@ class SnapshotCache:
     def invalidate(self) -> None:
         with self._lock:
             self._snap = None
+            self._fragments = {}
+            self._where = {}
 
     def take(self, ids: Sequence[str], columns: Sequence[str],
              snap: Snapshot | None = None) -> pa.Table:
@@ -313,33 +380,49 @@ class SnapshotCache:
         # compaction rewrites rows into new fragments, but a memory's vector never changes.
         known = self._snap if flat else None
         kept: dict[int, _Fragment] = {}
+        new: list[_Fragment] = []
         live: np.ndarray | None = None  # every live row address, read once if needed
         for frag in fragments:
             files, deletions = _signature(frag)
             old = self._fragments.get(frag.fragment_id)
-            if old is None or old.files != files or (flat and old.vectors is None):
-                kept[frag.fragment_id] = self._read(frag, files, deletions, flat, known)
-                continue
-            if old.deletions != deletions:
+            if old is not None and old.files == files and old.deletions != deletions:
                 # Deletions only grow within a fragment: keep the rows still live. (An update
                 # of a few rows touches many fragments: one address scan serves them all.)
                 if live is None:
                     live = ds.to_table(columns=[], with_row_address=True).column(
                         ADDR).to_numpy().astype(np.uint64)
                 mine = live[(live >> np.uint64(32)) == np.uint64(frag.fragment_id)]
-                keep = np.isin(old.meta.column(ADDR).to_numpy().astype(np.uint64), mine)
-                if int(keep.sum()) != len(mine):  # not a subset after all: read it again
-                    kept[frag.fragment_id] = self._read(frag, files, deletions, flat, known)
-                    continue
-                vecs = old.vectors.keep(keep) if old.vectors is not None else None
-                old = _Fragment(files, deletions, old.meta.filter(pa.array(keep)), vecs)
-            kept[frag.fragment_id] = old if flat else _Fragment(old.files, old.deletions,
-                                                                 old.meta, None)
+                keep = np.isin(old.column(ADDR), mine)
+                # Not a subset after all: read it again.
+                old = old.narrowed(keep, deletions) if int(keep.sum()) == len(mine) else None
+            if old is None or old.files != files or (flat and old.vectors is None):
+                old = self._read(frag, files, deletions, flat, known)
+                new.append(old)
+            elif not flat and old.vectors is not None:
+                old = replace(old, vectors=None)
+            kept[frag.fragment_id] = old
+        frags = [kept[f.fragment_id] for f in fragments]
         self._fragments = kept
-        snap = self._build(ds, version, [kept[f.fragment_id] for f in fragments], flat)
+        self._where = self._register(new, frags)
+        snap = self._build(ds, version, frags, flat)
         self._snap = snap
         self.reloads += 1
         return snap
+
+    def _register(self, new: list[_Fragment], frags: list[_Fragment]) -> dict[str, int]:
+        """The id map with the new reads' rows: a copy, as older snapshots may be in use."""
+        if len(self._where) + sum(len(f.ids) for f in new) > 2 * sum(map(len, frags)) + 1024:
+            where: dict[str, int] = {}  # erased ids make up half of it: rebuild from the live
+            sources = frags
+        elif new:
+            where, sources = self._where.copy(), new
+        else:
+            return self._where
+        for f in sources:
+            rows = np.arange(len(f.ids)) if f.live is None else f.live
+            where.update(zip(f.ids[rows].tolist(), ((f.serial << 32) + rows).tolist(),
+                             strict=True))
+        return where
 
     def _read(self, frag: Any, files: tuple[str, ...], deletions: str, flat: bool,
               known: Snapshot | None) -> _Fragment:
@@ -348,46 +431,65 @@ class SnapshotCache:
         together = flat and not reuse
         t = frag.to_table(columns=[*LIGHT_COLUMNS, "vector"] if together else LIGHT_COLUMNS,
                           with_row_address=True)
-        if not flat:
-            return _Fragment(files, deletions, t, None)
-        vecs = _known_vectors(known, t.column("id").to_pylist()) if reuse else None
-        if vecs is None:
-            # Else the same pinned fragment again: its rows come back in the same order.
-            column = t.column("vector") if together else \
-                frag.to_table(columns=["vector"]).column("vector")
-            vecs = _unit_vectors(column)
-            self.vector_rows_read += len(vecs)
+        ids = t.column("id").to_numpy(zero_copy_only=False)
+        vecs = None
+        if flat:
+            vecs = known.vectors_of(ids.tolist()) if reuse and known is not None else None
+            if vecs is None:
+                # Else the same pinned fragment again: its rows come back in the same order.
+                column = t.column("vector") if together else \
+                    frag.to_table(columns=["vector"]).column("vector")
+                vecs = _unit_vectors(column)
+                self.vector_rows_read += len(vecs)
         if together:
             t = t.drop_columns(["vector"])
-        return _Fragment(files, deletions, t, Block(vecs))
+        return _Fragment(next(self._serials), files, deletions, t, ids, self._arrays(t), vecs)
 
-    @staticmethod
-    def _build(ds: object, version: int, frags: list[_Fragment], flat: bool) -> Snapshot:
-        if frags:
-            meta = pa.concat_tables([f.meta for f in frags])
-        else:
-            meta = SCHEMA.empty_table().select(LIGHT_COLUMNS)
-        ids = meta.column("id").to_pylist()
-        project, projects = _codes(meta.column("project"))
-        session, _ = _codes(meta.column("session"))
-        status, statuses = _codes(meta.column("status"))
-        kind, kinds = _codes(meta.column("kind"))
-        superseded = meta.column("superseded_by").is_valid().to_numpy(zero_copy_only=False)
-        valid_from = pc.cast(meta.column("valid_from"), pa.int64()).to_numpy()
-        last = pc.cast(meta.column("last_accessed_at"), pa.int64())
-        accessed = np.asarray(last.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    def _arrays(self, t: pa.Table) -> dict[str, np.ndarray]:
+        out = {name: self._codes[name].encode(t.column(name)) for name in CODED}
 
         def numbers(name: str, dtype: type, default: float) -> np.ndarray:
             # Nulls only in a hand-made table: the record's defaults stand in.
-            return meta.column(name).fill_null(default).to_numpy().astype(dtype)
-        vectors = [f.vectors for f in frags if f.vectors is not None] if flat else None
-        index = dict(zip(ids, range(len(ids)), strict=True))  # twice a dict comprehension's speed
-        return Snapshot(version, ds, ids, index, project,
-                        projects, session, status, statuses, kind, kinds,
-                        np.asarray(superseded, dtype=bool), np.asarray(valid_from, np.int64),
-                        last.fill_null(-1).to_numpy().astype(np.int64), accessed,
-                        numbers("access_count", np.int64, 0),
-                        numbers("importance", np.float32, 0.5),
-                        numbers("trust_alpha", np.float32, 1.0),
-                        numbers("trust_beta", np.float32, 1.0),
-                        vectors, meta.select(LIGHT_COLUMNS))
+            return t.column(name).fill_null(default).to_numpy().astype(dtype)
+
+        last = pc.cast(t.column("last_accessed_at"), pa.int64())
+        out.update(
+            superseded=np.asarray(t.column("superseded_by").is_valid().to_numpy(
+                zero_copy_only=False), dtype=bool),
+            valid_from=np.asarray(pc.cast(t.column("valid_from"), pa.int64()).to_numpy(),
+                                  np.int64),
+            last_accessed=last.fill_null(-1).to_numpy().astype(np.int64),
+            accessed=np.asarray(last.is_valid().to_numpy(zero_copy_only=False), dtype=bool),
+            access_count=numbers("access_count", np.int64, 0),
+            importance=numbers("importance", np.float32, 0.5),
+            trust_alpha=numbers("trust_alpha", np.float32, 1.0),
+            trust_beta=numbers("trust_beta", np.float32, 1.0),
+        )
+        out[ADDR] = t.column(ADDR).to_numpy().astype(np.uint64)
+        return out
+
+    def _empty(self) -> _Fragment:
+        t = SCHEMA.empty_table().select(LIGHT_COLUMNS).append_column(
+            ADDR, pa.array([], pa.uint64()))
+        return _Fragment(0, (), "", t, np.zeros(0, dtype=object), self._arrays(t), None)
+
+    def _build(self, ds: object, version: int, frags: list[_Fragment], flat: bool
+               ) -> Snapshot:
+        parts = frags or [self._empty()]
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([f.column(name) for f in parts])
+
+        slots: dict[int, np.ndarray] = {}
+        start = 0
+        for f in parts:
+            slots[f.serial] = f.slots(start)
+            start += len(f)
+        vectors = [Block(f.vectors, f.live) for f in frags if f.vectors is not None] \
+            if flat else None
+        return Snapshot(version, ds, cat("id").tolist(), self._codes, cat("project"),
+                        cat("session"), cat("status"), cat("kind"), cat("superseded"),
+                        cat("valid_from"), cat("last_accessed"), cat("accessed"),
+                        cat("access_count"), cat("importance"), cat("trust_alpha"),
+                        cat("trust_beta"), vectors, {f.serial: f for f in parts}, slots,
+                        self._where)
