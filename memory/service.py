@@ -24,7 +24,8 @@ from memory.record import KINDS, SOURCES, Memory, is_valid_id, new_id, utcnow
 from memory.redact import redact
 from memory.scoring import trust as trust_mod
 from memory.store import MemoryStore
-from memory.store.table import sql_str
+from memory.store.snapshot import Filter
+from memory.store.table import LIGHT_COLUMNS, sql_str
 from memory.textutil import content_hash
 
 NEAR_DUPLICATE_COSINE = 0.9
@@ -33,6 +34,7 @@ SIMILAR_LIMIT = 3
 # graph channel's spreading activation.
 LINK_COSINE = 0.7
 MAX_LINKS = 5
+RELATED_LIMIT = 8  # nearest memories a write compares itself with
 # Neighbours at least this close are checked for a contradiction. The text rules in
 # memory.contradiction are the strict part (near-identical statements); MiniLM puts a
 # statement and its negation at only ~0.7-0.85, so a higher gate would miss most of them.
@@ -230,9 +232,18 @@ class Memories:
                 ) -> tuple[list[Similar], list[str], list[tuple[Memory, float]]]:
         """Near-duplicates of the same kind (to report), links to related memories, and the
         related memories themselves with their similarity."""
-        hits = [h for h in self.store.table.vector_search(vector, self._where(), 8)
-                if h[1] >= LINK_COSINE]
-        rows = {m.id: m for m in self.store.table.get([h[0] for h in hits])}
+        snap = self.store.snapshot()
+        if snap.vectors is not None:
+            # The table is small enough to be searched flat: the snapshot already holds it.
+            hits = [h for h in snap.nearest(vector, Filter(self.project.key), RELATED_LIMIT)
+                    if h[1] >= LINK_COSINE]
+            found = snap.take([i for i, _ in hits], LIGHT_COLUMNS).to_pylist()
+            rows = {m.id: m for m in map(Memory.from_row, found)}
+        else:
+            hits = [h for h in self.store.table.vector_search(vector, self._where(),
+                                                              RELATED_LIMIT)
+                    if h[1] >= LINK_COSINE]
+            rows = {m.id: m for m in self.store.table.get([h[0] for h in hits])}
         similar = [Similar(i, round(sim, 4), rows[i].kind, snippet(rows[i].text))
                    for i, sim in hits
                    if i in rows and sim >= NEAR_DUPLICATE_COSINE and rows[i].kind == kind]

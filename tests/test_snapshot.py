@@ -177,3 +177,19 @@ def test_a_table_past_the_flat_limit_keeps_no_vectors(mem: Memories, filled) -> 
     snap = mem.store.snapshot()
     assert snap.vectors is None
     assert filled[TEXTS[0][1]] in ids(mem.search("invoice exporter CSV", opts()))
+
+
+def test_a_write_finds_its_neighbours_in_the_snapshot_as_lancedb_does(
+        mem: Memories, filled) -> None:
+    vector = mem._embed(["We chose httpx rather than requests for the async billing client"])[0]
+    similar, links, close = mem.related(vector, "decision")
+    assert filled[TEXTS[1][1]] in links and [s.id for s in similar] == [filled[TEXTS[1][1]]]
+    cache = mem.store.snapshots
+    cache.flat_max_rows = 1  # past the flat limit: LanceDB searches instead
+    cache.invalidate()
+    assert mem.store.snapshot().vectors is None
+    similar2, links2, close2 = mem.related(vector, "decision")
+    assert links2 == links and [s.id for s in similar2] == [s.id for s in similar]
+    assert [m.id for m, _ in close2] == [m.id for m, _ in close]
+    assert np.allclose([c for _, c in close2], [c for _, c in close], atol=1e-5)
+    assert [m.text for m, _ in close2] == [m.text for m, _ in close]

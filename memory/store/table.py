@@ -22,11 +22,13 @@ TABLE = "memories"
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
 
 
-# Vector index: flat (exact) search until a table holds this many rows. Measured with
-# `memctl bench ann` (README): at 10,000 flat search is still ~26 ms, at 25,000 ~80 ms and
-# growing linearly, while IVF-HNSW-SQ with exact re-ranking stays near 15-25 ms at recall@10
-# >= 0.99 against flat search.
-ANN_MIN_ROWS = int(os.environ.get("MEMCTL_ANN_MIN_ROWS", "20000"))
+# Vector index: built once a table holds this many rows. Below snapshot.FLAT_MAX_ROWS
+# (150,000) recall and the near-duplicate search of a write scan the in-process snapshot's
+# vectors instead, so the index is built ahead of that, not before: at 100,000 rows the
+# build takes minutes of CPU (406 s measured), which a 2-core machine's ingest and recall
+# would otherwise share. Measured with `memctl bench ann` (README): LanceDB's own flat search
+# is ~80 ms at 25,000 rows, IVF-HNSW-SQ with exact re-ranking 15-25 ms at recall@10 >= 0.99.
+ANN_MIN_ROWS = int(os.environ.get("MEMCTL_ANN_MIN_ROWS", "120000"))
 # The index proposes refine × limit candidates that are re-ranked by exact distance: without
 # it the 8-bit scalar quantisation loses 10-18% of the true top 10 at 25,000-100,000 rows.
 ANN_REFINE = 5
