@@ -193,3 +193,34 @@ def test_a_write_finds_its_neighbours_in_the_snapshot_as_lancedb_does(
     assert [m.id for m, _ in close2] == [m.id for m, _ in close]
     assert np.allclose([c for _, c in close2], [c for _, c in close], atol=1e-5)
     assert [m.text for m, _ in close2] == [m.text for m, _ in close]
+
+
+def test_a_large_table_prefilters_on_reduced_vectors_and_keeps_the_exact_top(
+        mem: Memories, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memory.bench import synthetic
+    from memory.store import snapshot
+
+    monkeypatch.setattr(snapshot, "PREFILTER_MIN_ROWS", 200)  # as if it were a large table
+    mem.insert_many([mem.prepare(text, kind=kind, valid_from=when)
+                     for kind, text, when in synthetic.generate(400)])
+    snap = mem.store.snapshot()
+    assert snap.basis is not None and snap.basis.shape == (384, snapshot.REDUCED_DIM)
+    f = Filter("test")
+    found = 0
+    queries = synthetic.queries(20)
+    for query in queries:
+        vector = mem._embed([query])[0]
+        approx = snap.nearest(vector, f, 10)
+        exact = snap.nearest(vector, f, 10, exact=True)
+        # Only 100 of 400 rows are scored exactly, with their exact similarity.
+        sims = dict(exact)
+        assert all(abs(s - sims[i]) < 1e-6 for i, s in approx if i in sims)
+        found += len({i for i, _ in approx} & set(sims))
+    assert found >= 0.95 * 10 * len(queries)
+    # An update narrows a fragment: its reduced copy stays, the basis with it.
+    mem.feedback(snap.ids[0], "helpful")
+    after = mem.store.snapshot()
+    assert after.version > snap.version and after.basis is snap.basis
+    vector = mem._embed([queries[0]])[0]
+    assert [i for i, _ in after.nearest(vector, f, 10)] == [
+        i for i, _ in snap.nearest(vector, f, 10)]

@@ -160,12 +160,14 @@ def latency(
         return
     table = Table(title="Recall latency (end to end, query embedding included)")
     for col in ("memories", "p50 ms", "p95 ms", "p99 ms", "batch ingest/s", "single ingest/s",
-                "disk MB", "peak RSS MB"):
+                "disk MB", "peak RSS MB", "vector R@10/150"):
         table.add_column(col, justify="right")
     for size, r in results.items():
         table.add_row(f"{int(size):,}", str(r["p50_ms"]), str(r["p95_ms"]), str(r["p99_ms"]),
                       str(r["batch_ingest_per_s"]), str(r["single_ingest_per_s"]),
-                      str(r["disk_mb"]), str(r["rss_mb"]))
+                      str(r["disk_mb"]), str(r["rss_mb"]),
+                      f"{r['semantic_recall@10']} / {r['semantic_recall@150']}"
+                      + ("" if r["semantic_prefilter"] else " (exact)"))
     out.print(table)
     for size, r in results.items():
         parts = ", ".join(f"{k} {v} ms" for k, v in r["channel_ms"].items())

@@ -14,6 +14,8 @@ from memory.bench import synthetic
 from memory.project import Project
 from memory.recall import RecallOptions
 from memory.record import Memory
+from memory.service import Memories
+from memory.store.snapshot import Filter
 
 QUERIES = 300
 SINGLE_WRITES = 100
@@ -27,6 +29,25 @@ def _pct(values: list[float], p: float) -> float:
 
 def _disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def _semantic_recall(mem: Memories, queries: list[str]) -> dict[str, Any]:
+    """How much of the exact scan's top 10 and top 150 (what recall asks the semantic channel
+    for) the prefiltered scan returns, on these queries; 1.0 when the scan is exact."""
+    snap = mem.store.snapshot()
+    if snap.vectors is None or snap.basis is None:
+        return {"semantic_prefilter": False, "semantic_recall@10": 1.0,
+                "semantic_recall@150": 1.0}
+    f = Filter(mem.project.key)
+    found = {10: 0, 150: 0}
+    for vector in mem.embedder().embed(queries):
+        exact = [i for i, _ in snap.nearest(vector, f, 150, exact=True)]
+        approx = [i for i, _ in snap.nearest(vector, f, 150)]
+        for k in found:
+            found[k] += len(set(exact[:k]) & set(approx[:k]))
+    return {"semantic_prefilter": True,
+            **{f"semantic_recall@{k}": round(v / (k * len(queries)), 4)
+               for k, v in found.items()}}
 
 
 def run_size(ctx: Context, n: int, progress: Callable[[str, int, int], None] | None = None
@@ -67,6 +88,7 @@ def run_size(ctx: Context, n: int, progress: Callable[[str, int, int], None] | N
         if progress:
             progress(f"recall {n:,}", i + 1, len(qs))
     return {
+        **_semantic_recall(mem, qs),
         "p50_ms": round(statistics.median(latencies), 2),
         "p95_ms": round(_pct(latencies, 95), 2),
         "p99_ms": round(_pct(latencies, 99), 2),

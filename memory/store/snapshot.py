@@ -40,6 +40,15 @@ ADDR = "_rowaddr"
 # 100,000 rows on one core, 27 ms at 200,000); LanceDB's ANN index with the exact re-ranking
 # recall needs took 65 ms at 100,000. The vectors cost 1.5 KB a row in memory.
 FLAT_MAX_ROWS = int(os.environ.get("MEMCTL_FLAT_MAX_ROWS", "150000"))
+# From this many rows the scan goes through a smaller copy first: each vector projected on
+# the table's top REDUCED_DIM principal directions (a 4x smaller scan), and only the best
+# PREFILTER_SHARE of rows (at least 10x the limit) are scored exactly. Measured on 20,000
+# embedded synthetic memories: recall@150 against the exact scan 0.999 with 96 directions and
+# 2% of rows (0.973 with 64), recall@10 1.000; `bench latency` reports it at each size.
+PREFILTER_MIN_ROWS = int(os.environ.get("MEMCTL_PREFILTER_MIN_ROWS", "20000"))
+REDUCED_DIM = 96
+PREFILTER_SHARE = 0.02
+BASIS_SAMPLE = 5_000
 
 
 @dataclass(frozen=True)
@@ -50,12 +59,18 @@ class Block:
 
     matrix: np.ndarray  # float32 [rows read, dim]
     live: np.ndarray | None = None  # indices into `matrix`; None: every row
+    reduced: np.ndarray | None = None  # matrix @ basis, when the snapshot prefilters
 
     def __len__(self) -> int:
         return len(self.matrix) if self.live is None else len(self.live)
 
     def products(self, q: np.ndarray) -> np.ndarray:
         sims = self.matrix @ q
+        return sims if self.live is None else sims[self.live]
+
+    def approximate(self, q_reduced: np.ndarray) -> np.ndarray:
+        assert self.reduced is not None
+        sims = self.reduced @ q_reduced
         return sims if self.live is None else sims[self.live]
 
     def rows(self, index: np.ndarray) -> np.ndarray:
@@ -103,6 +118,7 @@ class _Fragment:
     arrays: dict[str, np.ndarray]
     vectors: np.ndarray | None  # unit rows, only while searched flat
     live: np.ndarray | None = None  # indices of the rows still live; None: every row
+    reduced: tuple[np.ndarray, np.ndarray] | None = None  # (basis, vectors @ basis)
 
     def __len__(self) -> int:
         return len(self.ids) if self.live is None else len(self.live)
@@ -161,6 +177,7 @@ class Snapshot:
     trust_beta: np.ndarray
     # Per fragment, shared with the cache (one copy in memory); only while searched flat.
     vectors: list[Block] | None
+    basis: np.ndarray | None  # [dim, REDUCED_DIM] when every block has its reduced copy
     _fragments: dict[int, _Fragment]  # by serial
     _slots: dict[int, np.ndarray]  # by serial: `_Fragment.slots` at its place here
     # id -> serial << 32 | row as read. It may also hold ids gone since, or rows since
@@ -241,8 +258,12 @@ class Snapshot:
                 out[doc_id] = [group[j] for j in (n - 1, n + 1) if 0 <= j < len(group)]
         return out
 
-    def nearest(self, vector: np.ndarray, f: Filter, limit: int) -> list[tuple[str, float]]:
-        """Exact cosine top `limit` among visible rows (the flat search LanceDB would do)."""
+    def nearest(self, vector: np.ndarray, f: Filter, limit: int, exact: bool = False
+                ) -> list[tuple[str, float]]:
+        """Cosine top `limit` among visible rows, by exact similarity. With a basis (a large
+        table) and not `exact`, only the rows that the reduced vectors put first are scored:
+        the same answer as the full scan but for the rare true neighbour the prefilter
+        misses."""
         assert self.vectors is not None
         cand = np.flatnonzero(self.mask(f))
         if limit <= 0 or not len(cand):
@@ -251,15 +272,32 @@ class Snapshot:
         norm = float(np.linalg.norm(q))
         if norm > 0:
             q = q / norm
-        # One product per fragment over all its rows: no gathered copy of the vectors.
-        sims = np.concatenate([b.products(q) for b in self.vectors]) if self.vectors \
-            else np.zeros(0, np.float32)
-        sims = sims[cand]
+        pool = max(10 * limit, int(PREFILTER_SHARE * len(self)))
+        if self.basis is not None and not exact and len(cand) > pool:
+            approx = np.concatenate([b.approximate(q @ self.basis) for b in self.vectors])
+            cand = cand[np.argpartition(-approx[cand], pool - 1)[:pool]]
+            sims = self._products(cand, q)
+        else:
+            # One product per fragment over all its rows: no gathered copy of the vectors.
+            sims = np.concatenate([b.products(q) for b in self.vectors]) if self.vectors \
+                else np.zeros(0, np.float32)
+            sims = sims[cand]
         if len(cand) > limit:
             top = np.argpartition(-sims, limit - 1)[:limit]
             cand, sims = cand[top], sims[top]
         order = np.lexsort((cand, -sims))
         return [(self.ids[int(cand[i])], float(sims[i])) for i in order]
+
+    def _products(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Exact similarities of the rows at `positions` (gathered block by block)."""
+        assert self.vectors is not None
+        starts = np.cumsum([0] + [len(b) for b in self.vectors])
+        part = np.searchsorted(starts, positions, side="right") - 1
+        out = np.empty(len(positions), np.float32)
+        for k in np.unique(part).tolist():
+            sel = part == k
+            out[sel] = self.vectors[k].rows(positions[sel] - starts[k]) @ q
+        return out
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray | None:
         """The unit vectors of `ids`, or None unless this snapshot holds them all."""
@@ -300,6 +338,23 @@ class Snapshot:
         return pa.concat_tables(parts) if parts else SCHEMA.empty_table().select(names)
 
 
+def _principal_basis(frags: list[_Fragment], total: int) -> np.ndarray:
+    """The top REDUCED_DIM principal directions of a sample of the live vectors: projected
+    on them, vectors keep most of what tells neighbours apart (sentence embeddings share a
+    large common component, which the centring drops)."""
+    rng = np.random.default_rng(0)  # the same table gives the same basis
+    rows = []
+    for f in frags:
+        assert f.vectors is not None
+        idx = np.arange(len(f.vectors)) if f.live is None else f.live
+        k = min(len(idx), int(np.ceil(len(idx) * BASIS_SAMPLE / max(total, 1))))
+        if k:
+            rows.append(f.vectors[np.sort(rng.choice(idx, k, replace=False))])
+    sample = np.concatenate(rows)
+    _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
+    return np.ascontiguousarray(vt[:REDUCED_DIM].T, dtype=np.float32)
+
+
 def _unit_vectors(column: pa.ChunkedArray) -> np.ndarray:
     """A fixed-size-list vector column as float32 unit rows (a null or zero vector: zeros)."""
     v = column.combine_chunks()
@@ -326,6 +381,8 @@ class SnapshotCache:
         self._where: dict[str, int] = {}
         self._codes = {name: _Codes() for name in CODED}
         self._serials = itertools.count(1)
+        self._basis: np.ndarray | None = None  # for the prefilter; fitted on a large table
+        self._basis_rows = 0
         self.reloads = 0
         self.vector_rows_read = 0  # vectors read from disk rather than reused
 
@@ -352,6 +409,7 @@ class SnapshotCache:
             self._snap = None
             self._fragments = {}
             self._where = {}
+            self._basis = None
 
     def take(self, ids: Sequence[str], columns: Sequence[str],
              snap: Snapshot | None = None) -> pa.Table:
@@ -399,15 +457,28 @@ class SnapshotCache:
                 old = self._read(frag, files, deletions, flat, known)
                 new.append(old)
             elif not flat and old.vectors is not None:
-                old = replace(old, vectors=None)
+                old = replace(old, vectors=None, reduced=None)
             kept[frag.fragment_id] = old
-        frags = [kept[f.fragment_id] for f in fragments]
+        frags = self._with_reduced([kept[f.fragment_id] for f in fragments])
+        kept = {f.fragment_id: r for f, r in zip(fragments, frags, strict=True)}
         self._fragments = kept
         self._where = self._register(new, frags)
         snap = self._build(ds, version, frags, flat)
         self._snap = snap
         self.reloads += 1
         return snap
+
+    def _with_reduced(self, frags: list[_Fragment]) -> list[_Fragment]:
+        """The fragments with their reduced vectors, once the table is large enough for the
+        prefilter. The basis is fitted again each time the table doubles."""
+        total = sum(map(len, frags))
+        if total < PREFILTER_MIN_ROWS or any(f.vectors is None for f in frags):
+            return frags
+        if self._basis is None or total >= 2 * self._basis_rows:
+            self._basis, self._basis_rows = _principal_basis(frags, total), total
+        basis = self._basis
+        return [f if f.reduced is not None and f.reduced[0] is basis else
+                replace(f, reduced=(basis, f.vectors @ basis)) for f in frags]  # type: ignore[operator]
 
     def _register(self, new: list[_Fragment], frags: list[_Fragment]) -> dict[str, int]:
         """The id map with the new reads' rows: a copy, as older snapshots may be in use."""
@@ -485,11 +556,13 @@ class SnapshotCache:
         for f in parts:
             slots[f.serial] = f.slots(start)
             start += len(f)
-        vectors = [Block(f.vectors, f.live) for f in frags if f.vectors is not None] \
-            if flat else None
+        vectors = [Block(f.vectors, f.live, f.reduced[1] if f.reduced else None)
+                   for f in frags if f.vectors is not None] if flat else None
+        basis = self._basis if frags and vectors is not None and all(
+            f.reduced is not None and f.reduced[0] is self._basis for f in frags) else None
         return Snapshot(version, ds, cat("id").tolist(), self._codes, cat("project"),
                         cat("session"), cat("status"), cat("kind"), cat("superseded"),
                         cat("valid_from"), cat("last_accessed"), cat("accessed"),
                         cat("access_count"), cat("importance"), cat("trust_alpha"),
-                        cat("trust_beta"), vectors, {f.serial: f for f in parts}, slots,
+                        cat("trust_beta"), vectors, basis, {f.serial: f for f in parts}, slots,
                         self._where)
