@@ -171,7 +171,8 @@ def latency(
     out.print(table)
     for size, r in results.items():
         parts = ", ".join(f"{k} {v} ms" for k, v in r["channel_ms"].items())
-        out.print(f"[dim]{int(size):,}: per channel: {parts}[/dim]")
+        out.print(f"[dim]{int(size):,}: per channel: {parts}; the recall right after a "
+                  f"usage-count flush: {r['after_flush_ms']} ms[/dim]")
 
 
 @bench_app.command()
