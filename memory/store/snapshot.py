@@ -65,12 +65,13 @@ class Block:
         return len(self.matrix) if self.live is None else len(self.live)
 
     def products(self, q: np.ndarray) -> np.ndarray:
-        sims = self.matrix @ q
-        return sims if self.live is None else sims[self.live]
+        return self._of_live(self.matrix @ q)
 
     def approximate(self, q_reduced: np.ndarray) -> np.ndarray:
         assert self.reduced is not None
-        sims = self.reduced @ q_reduced
+        return self._of_live(self.reduced @ q_reduced)
+
+    def _of_live(self, sims: np.ndarray) -> np.ndarray:
         return sims if self.live is None else sims[self.live]
 
     def rows(self, index: np.ndarray) -> np.ndarray:
@@ -274,7 +275,8 @@ class Snapshot:
             q = q / norm
         pool = max(10 * limit, int(PREFILTER_SHARE * len(self)))
         if self.basis is not None and not exact and len(cand) > pool:
-            approx = np.concatenate([b.approximate(q @ self.basis) for b in self.vectors])
+            q_reduced = q @ self.basis
+            approx = np.concatenate([b.approximate(q_reduced) for b in self.vectors])
             cand = cand[np.argpartition(-approx[cand], pool - 1)[:pool]]
             sims = self._products(cand, q)
         else:
