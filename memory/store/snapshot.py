@@ -182,7 +182,7 @@ class Snapshot:
     _fragments: dict[int, _Fragment]  # by serial
     _slots: dict[int, np.ndarray]  # by serial: `_Fragment.slots` at its place here
     # id -> serial << 32 | row as read. It may also hold ids gone since, or rows since
-    # moved: a lookup checks that the row is live here and is that id.
+    # moved: a lookup checks that the row is live here (a row as read is always one id).
     _where: dict[str, int]
     _masks: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
 
