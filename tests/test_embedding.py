@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 
 from memory.llm import Embedder, EmbedderError
-from memory.llm.convert import convert_minilm, ensure_embedder_gguf, find_model_zip
+from memory.llm.convert import (
+    QTYPE_ENV,
+    convert_minilm,
+    default_qtype,
+    ensure_embedder_gguf,
+    find_model_zip,
+)
 from memory.llm.llama_embedder import LlamaEmbedder
 
 # pytest puts this (package-less) tests folder on sys.path, under `pytest` and `python -m pytest`.
@@ -87,8 +93,9 @@ def test_conversion_produces_a_bert_gguf(gguf_path: Path, embedder: LlamaEmbedde
     assert field("bert.pooling_type") == gguf.PoolingType.MEAN
     assert not field("bert.attention.causal")
     types = {t.name: t.tensor_type for t in reader.tensors}
-    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q8_0
-    assert types["blk.5.ffn_down.weight"] == gguf.GGMLQuantizationType.Q8_0
+    matmul = gguf.GGMLQuantizationType[default_qtype()]
+    assert types["blk.0.attn_q.weight"] == matmul
+    assert types["blk.5.ffn_down.weight"] == matmul
     assert types["blk.0.attn_output_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["position_embd.weight"] == gguf.GGMLQuantizationType.F32
     assert len(types) == 5 + 6 * 16
@@ -159,6 +166,34 @@ def test_embeddings_match_reference(embedder: LlamaEmbedder, reference: BertRefe
         assert cos >= 0.99, f"cosine {cos:.4f} for {text[:40]!r}"
 
 
+@pytest.mark.parametrize("qtype", ["Q8_0", "BF16"])
+def test_each_weight_format_matches_reference(
+    qtype: str, tmp_path: Path, reference: BertReference
+) -> None:
+    # Whichever format this CPU picks by default, the other one must be as good.
+    texts = FIXTURE[:-1]
+    with LlamaEmbedder(ensure_embedder_gguf(tmp_path, qtype=qtype)) as emb:
+        ours = emb.embed(texts)
+    ref = np.vstack([reference.embed([t]) for t in texts])
+    assert min((ours * ref).sum(axis=1)) >= 0.99
+
+
+def test_weight_format_follows_the_cpu_unless_overridden(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import llama_cpp
+
+    monkeypatch.delenv(QTYPE_ENV, raising=False)
+    has_bf16 = "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode()
+    assert default_qtype() == ("BF16" if has_bf16 else "Q8_0")
+    monkeypatch.setenv(QTYPE_ENV, "F16")
+    assert default_qtype() == "F16"
+    monkeypatch.setenv(QTYPE_ENV, "Q2")
+    with pytest.raises(EmbedderError, match=QTYPE_ENV):
+        ensure_embedder_gguf(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing converted
+
+
 def test_batching_does_not_change_results(embedder: LlamaEmbedder) -> None:
     # 70 texts, ~1000 tokens: several llama_encode calls, split by both sequence count and
     # token budget.
@@ -166,8 +201,8 @@ def test_batching_does_not_change_results(embedder: LlamaEmbedder) -> None:
     batched = embedder.embed(texts)
     single = np.vstack([embedder.embed([t]) for t in texts])
     assert batched.shape == (70, 384)
-    # Not bit-identical: packing changes kernel tiling (flash attention, Q8_0 activation
-    # blocks), which moves results at the 1e-4 level, below the quantisation noise.
+    # Not bit-identical: packing changes kernel tiling (flash attention, activation blocks),
+    # which moves results at the 1e-4 level, below the quantisation noise.
     assert np.min((batched * single).sum(axis=1)) > 0.999
 
 
