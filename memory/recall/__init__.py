@@ -7,8 +7,9 @@ user can see why it ranked.
 from __future__ import annotations
 
 import bisect
+import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from memory.record import KINDS, Memory, utcnow
 from memory.scoring import decay, fusion
 from memory.scoring import trust as trust_mod
 from memory.store import MemoryStore
-from memory.store.snapshot import Filter
+from memory.store.snapshot import Filter, Snapshot
 from memory.store.table import LIGHT_COLUMNS, sql_in, sql_str
 from memory.timeparse import TimeWindow, parse_time_expression, strip_time_expression
 
@@ -146,29 +147,26 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         if name in SMOOTH and neighbours else [i for i, _ in lst]
         for name, lst in scored.items()
     }
-    fused = fusion.rrf(rankings, fusion.DEFAULT_WEIGHTS)
-    if not fused:
+    fused = fusion.rrf_flat(rankings, fusion.DEFAULT_WEIGHTS)
+    if not fused.scores:
         return []
-    top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
-    relevance = {i: fusion.normalised(s, top_possible) for i, s in fused.items()}
-    ranks = {i: dict(s.ranks) for i, s in fused.items()}
-    seeds = sorted(relevance, key=lambda i: -relevance[i])[:NEIGHBOUR_SEEDS]
-    for seed in seeds:
+    top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS) or 1.0
+    relevance = {i: min(1.0, s / top_possible) for i, s in fused.scores.items()}
+    for seed in _best(relevance, NEIGHBOUR_SEEDS, fused.best_rank):
         for nb in neighbours.get(seed, ()):
             if NEIGHBOUR_SHARE * relevance[seed] > relevance.get(nb, 0.0):
                 relevance[nb] = NEIGHBOUR_SHARE * relevance[seed]
-                ranks.setdefault(nb, {})
 
     clock.lap("fuse")
     # Visibility comes from the table (via the snapshot), the source of truth: the index does
     # not know it. The pool is ranked from the snapshot; full rows are read for the top k only.
-    pool = sorted(relevance, key=lambda i: (-relevance[i], i))[: limit * 2]
+    # By relevance, then id: a stable descending sort of the ids in order.
+    pool = sorted(sorted(relevance), key=relevance.__getitem__, reverse=True)[: limit * 2]
     pool = snap.visible(pool, visible)
-    rows = snap.score_fields(pool)
     best = max((relevance[i] for i in pool), default=1.0) or 1.0
     now_us = temporal.ts_micros(now)
     scored_rows: list[tuple[str, tuple[float, float, float]]] = []
-    for r in rows:  # by relevance, best first
+    for r in _score_fields(snap, pool):  # by relevance, best first
         if len(scored_rows) >= k and scored_rows[k - 1][1][0] > relevance[r["id"]] * BOUND:
             break  # no memory from here on can reach the top k
         parts = _score(r, relevance[r["id"]], relevance[r["id"]] / best, now_us)
@@ -176,13 +174,30 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     top = scored_rows[:k]
     memories = {m.id: m for m in (Memory.from_row(r) for r in store.snapshots.take(
         [i for i, _ in top], LIGHT_COLUMNS, snap).to_pylist())}
-    hits = [Hit(memories[i], score, relevance[i], dict(ranks.get(i, {})), trust, retention)
+    # A neighbour lifted by a seed, in no channel's list, has no ranks.
+    hits = [Hit(memories[i], score, relevance[i], fused.ranks_of(i), trust, retention)
             for i, (score, trust, retention) in top if i in memories]
     clock.lap("rows")
     if opts.reinforce and hits:
         _reinforce(store, [h.memory.id for h in hits], now)
         clock.lap("reinforce")
     return hits
+
+
+def _best(relevance: dict[str, float], n: int, best_rank: Callable[[str], int]) -> list[str]:
+    """The `n` most relevant ids; ties by best channel rank, then id (the fused order)."""
+    if len(relevance) > n:
+        cut = heapq.nlargest(n, relevance.values())[-1]
+        tied = [i for i, r in relevance.items() if r >= cut]
+    else:
+        tied = list(relevance)
+    return sorted(tied, key=lambda i: (-relevance[i], best_rank(i), i))[:n]
+
+
+def _score_fields(snap: Snapshot, pool: list[str], chunk: int = 32) -> Iterator[dict[str, Any]]:
+    """`snap.score_fields` of `pool`, read a chunk at a time: ranking stops after a few."""
+    for start in range(0, len(pool), chunk):
+        yield from snap.score_fields(pool[start:start + chunk])
 
 
 class _Clock:

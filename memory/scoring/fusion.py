@@ -58,6 +58,52 @@ def _weights_for(channels: Iterable[str], weights: Mapping[str, float] | None) -
     return resolved
 
 
+@dataclass(frozen=True, slots=True)
+class Fused:
+    """Weighted RRF in flat form: a score per id and a rank map per channel. Recall fuses
+    hundreds of candidates and explains ten, so per-id parts are built only when asked."""
+
+    scores: dict[str, float]  # unordered
+    ranks: dict[str, dict[str, int]]  # channel (sorted) -> id -> 1-based rank
+    weights: dict[str, float]
+    k: int
+
+    def ranks_of(self, doc_id: str) -> dict[str, int]:
+        return {ch: r[doc_id] for ch, r in self.ranks.items() if doc_id in r}
+
+    def best_rank(self, doc_id: str) -> int:
+        return min(self.ranks_of(doc_id).values(), default=0)
+
+    def explained(self, doc_id: str) -> FusedScore:
+        ranks = self.ranks_of(doc_id)
+        parts = {ch: self.weights[ch] / (self.k + r) for ch, r in ranks.items()}
+        return FusedScore(self.scores[doc_id], ranks, parts)
+
+
+def rrf_flat(
+    rankings: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float] | None = None,
+    k: int = DEFAULT_K,
+) -> Fused:
+    """The scores of `rrf`, unordered, with per-channel ranks."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    # Sorted channel order makes the floating-point sums independent of mapping order.
+    channels = sorted(rankings)
+    channel_weights = _weights_for(channels, weights)
+    scores: dict[str, float] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    get = scores.get
+    for channel in channels:
+        weight = channel_weights[channel]
+        # dict.fromkeys: an id's first occurrence only, in order.
+        ranked = ranks[channel] = {d: r for r, d in enumerate(dict.fromkeys(rankings[channel]),
+                                                               start=1)}
+        for doc_id, rank in ranked.items():
+            scores[doc_id] = get(doc_id, 0.0) + weight / (k + rank)
+    return Fused(scores, ranks, channel_weights, k)
+
+
 def rrf(
     rankings: Mapping[str, Sequence[str]],
     weights: Mapping[str, float] | None = None,
@@ -70,24 +116,9 @@ def rrf(
     not name gets DEFAULT_CHANNEL_WEIGHT. The result is ordered by score descending, ties
     broken by best rank, then by id, so equal inputs always give the same order.
     """
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    # Sorted channel order makes the floating-point sums independent of mapping order.
-    channels = sorted(rankings)
-    channel_weights = _weights_for(channels, weights)
-    ranks: dict[str, dict[str, int]] = {}
-    parts: dict[str, dict[str, float]] = {}
-    for channel in channels:
-        weight = channel_weights[channel]
-        # dict.fromkeys: an id's first occurrence only, in order.
-        for rank, doc_id in enumerate(dict.fromkeys(rankings[channel]), start=1):
-            if doc_id not in ranks:
-                ranks[doc_id], parts[doc_id] = {}, {}
-            ranks[doc_id][channel] = rank
-            parts[doc_id][channel] = weight / (k + rank)
-    # Each doc's parts were filled in sorted channel order, so every sum is deterministic.
-    order = sorted((-sum(parts[d].values()), min(ranks[d].values()), d) for d in ranks)
-    return {d: FusedScore(-neg, ranks[d], parts[d]) for neg, _, d in order}
+    fused = rrf_flat(rankings, weights, k)
+    order = sorted(fused.scores, key=lambda d: (-fused.scores[d], fused.best_rank(d), d))
+    return {d: fused.explained(d) for d in order}
 
 
 def max_score(
