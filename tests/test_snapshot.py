@@ -16,7 +16,7 @@ import pytest
 
 from memory.recall import RecallOptions, _visibility
 from memory.service import Memories
-from memory.store.snapshot import Filter, Snapshot, SnapshotCache
+from memory.store.snapshot import Filter, Snapshot, SnapshotCache, _largest
 from memory.timeparse import parse_time_expression
 
 NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)
@@ -224,3 +224,22 @@ def test_a_large_table_prefilters_on_reduced_vectors_and_keeps_the_exact_top(
     vector = mem._embed([queries[0]])[0]
     assert [i for i, _ in after.nearest(vector, f, 10)] == [
         i for i, _ in snap.nearest(vector, f, 10)]
+
+
+@pytest.mark.parametrize("size,n", [(100_000, 2_000), (5_000, 150), (1_000, 999), (10, 10),
+                                    (10, 50), (3, 1)])
+def test_largest_picks_what_argpartition_picks(size: int, n: int) -> None:
+    values = np.random.default_rng(size + n).standard_normal(size).astype(np.float32)
+    got = _largest(values, n)
+    assert len(got) == min(n, size) and len(set(got.tolist())) == len(got)
+    if n < size:
+        assert np.sort(values[got]).tolist() == np.sort(values)[size - n:].tolist()
+
+
+def test_largest_survives_an_unlucky_sample() -> None:
+    # The sample (every 8th value) holds the largest values, so its threshold keeps fewer
+    # than n: the full partition must take over.
+    values = np.arange(1_000, dtype=np.float32)
+    values[::8] += 10_000.0
+    got = _largest(values, 100)
+    assert np.sort(values[got]).tolist() == np.sort(values)[-100:].tolist()
