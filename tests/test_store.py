@@ -105,3 +105,18 @@ def test_touch_flush_writes_one_version_per_distinct_count(mem: Memories) -> Non
     got = {m.id: m for m in store.table.get(ids)}
     assert [got[i].access_count for i in ids] == [3, 2, 1]
     assert all(got[i].last_accessed_at == when for i in ids)
+
+
+def test_lexical_search_sees_a_commit_by_another_writer(tmp_path: Path) -> None:
+    # The reader reloads only when meta.json changes: another writer's commit (another
+    # process, here another handle on the same folder) must still be seen at once.
+    from memory.store.lexical import LexicalIndex
+
+    reader, writer = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    assert reader.search("p", "parseConfig", 10) == []
+    for n, word in enumerate(["parseConfig", "loadSettings", "parseConfig again"], start=1):
+        writer.write(add=[LexicalDoc(f"{n:016x}", "p", f"{word} in src/app.py")])
+        hits = [doc_id for doc_id, _ in reader.search("p", "parseConfig", 10)]
+        assert len(hits) == (1 if n < 3 else 2)
+    writer.write(delete=["0000000000000001"])
+    assert [d for d, _ in reader.search("p", "parseConfig", 10)] == ["0000000000000003"]

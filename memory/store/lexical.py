@@ -7,6 +7,7 @@ from the table at recall time, never from here.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class LexicalIndex:
         self.schema = _schema()
         path.mkdir(parents=True, exist_ok=True)
         self._index = self._open()
+        self._stamp: tuple[int, int, int] | None = None  # meta.json as of the last reload
 
     def _open(self) -> tantivy.Index:
         try:
@@ -123,6 +125,18 @@ class LexicalIndex:
             index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
         index.register_tokenizer(ANALYZER, _INDEX_ANALYZER)
         return index
+
+    def _refresh(self) -> None:
+        """Reload the reader if a commit (by any process) replaced meta.json since the last
+        reload: a stat instead of a 0.3 ms reload on every search."""
+        try:
+            st = os.stat(self.path / "meta.json")
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp is None or stamp != self._stamp:
+            self._index.reload()
+            self._stamp = stamp
 
     def _document(self, doc: LexicalDoc) -> tantivy.Document:
         joined = " ".join(part for part in (doc.title or "", doc.text, *doc.entities) if part)
@@ -188,7 +202,7 @@ class LexicalIndex:
                 should.append((tantivy.Occur.Should, tantivy.Query.boost_query(q, boost)))
         if not should:
             return []
-        self._index.reload()
+        self._refresh()
         query = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "project", project)),
@@ -205,7 +219,7 @@ class LexicalIndex:
     def share(self, project: str, field: str, text: str) -> dict[str, float]:
         """For each stemmed term of `text`: the share of `project`'s documents holding it."""
         text = valid_utf8(text)
-        self._index.reload()
+        self._refresh()
         searcher = self._index.searcher()
         in_project = tantivy.Query.term_query(self.schema, "project", project)
         total = searcher.search(in_project, 1, count=True).count or 1
@@ -219,11 +233,11 @@ class LexicalIndex:
         return out
 
     def count(self) -> int:
-        self._index.reload()
+        self._refresh()
         return int(self._index.searcher().num_docs)
 
     def all_ids(self) -> set[str]:
-        self._index.reload()
+        self._refresh()
         searcher = self._index.searcher()
         total = int(searcher.num_docs)
         if total == 0:
