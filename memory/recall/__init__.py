@@ -150,8 +150,8 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     fused = fusion.rrf_flat(rankings, fusion.DEFAULT_WEIGHTS)
     if not fused.scores:
         return []
-    top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS) or 1.0
-    relevance = {i: min(1.0, s / top_possible) for i, s in fused.scores.items()}
+    top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
+    relevance = {i: fusion.normalised(s, top_possible) for i, s in fused.scores.items()}
     for seed in _best(relevance, NEIGHBOUR_SEEDS, fused.best_rank):
         for nb in neighbours.get(seed, ()):
             if NEIGHBOUR_SHARE * relevance[seed] > relevance.get(nb, 0.0):
