@@ -179,7 +179,7 @@ class LexicalIndex:
             raise
         finally:
             del writer
-        self._index.reload()
+        self._refresh()  # records the new meta.json, so the next search does not reload again
 
     def erase(self, docs: Iterable[LexicalDoc]) -> None:
         """Rebuild from `docs` so that erased documents' terms leave the segment files."""
