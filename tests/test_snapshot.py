@@ -179,6 +179,20 @@ def test_a_table_past_the_flat_limit_keeps_no_vectors(mem: Memories, filled) -> 
     assert filled[TEXTS[0][1]] in ids(mem.search("invoice exporter CSV", opts()))
 
 
+def test_deleted_copies_left_by_updates_do_not_count_toward_the_flat_limit(
+        mem: Memories, filled) -> None:
+    cache = mem.store.snapshots
+    cache.flat_max_rows = len(TEXTS) + 1  # flat for these rows, but not for twice as many
+    mem.store.table.compact()  # one fragment, so that updated rows leave deleted copies
+    for _ in range(2):  # each flush of access counts rewrites the rows it counts
+        mem.store.touch(list(filled.values())[:3], NOW)
+        mem.store.flush_touches()
+    fragments = mem.store.table.dataset().get_fragments()
+    assert sum(f.metadata.physical_rows for f in fragments) > cache.flat_max_rows
+    cache.invalidate()
+    assert mem.store.snapshot().vectors is not None
+
+
 def test_a_write_finds_its_neighbours_in_the_snapshot_as_lancedb_does(
         mem: Memories, filled) -> None:
     vector = mem._embed(["We chose httpx rather than requests for the async billing client"])[0]

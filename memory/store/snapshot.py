@@ -455,7 +455,9 @@ class SnapshotCache:
         ds = self.table.dataset()
         version = int(ds.version)
         fragments = ds.get_fragments()
-        rows = sum(f.metadata.physical_rows for f in fragments)  # deleted ones too: a bound
+        # Live rows: every update (recall's access counts too) leaves a deleted copy behind,
+        # and counting those tipped a 100,000-row table into LanceDB's search (10x slower).
+        rows = sum(f.metadata.num_rows for f in fragments)
         flat = rows < self.flat_max_rows
         # Vectors come from the previous snapshot where it has them: an update or a
         # compaction rewrites rows into new fragments, but a memory's vector never changes.
