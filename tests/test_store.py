@@ -12,7 +12,7 @@ from memory.config import paths
 from memory.project import Project
 from memory.record import SCHEMA
 from memory.service import LazyEmbedder, Memories
-from memory.store import LexicalDoc, MemoryStore
+from memory.store import MAX_SMALL_FRAGMENTS, LexicalDoc, MemoryStore
 
 
 def test_crash_between_table_and_index_is_recovered_on_open(mem: Memories, home: Path,
@@ -120,3 +120,15 @@ def test_lexical_search_sees_a_commit_by_another_writer(tmp_path: Path) -> None:
         assert len(hits) == (1 if n < 3 else 2)
     writer.write(delete=["0000000000000001"])
     assert [d for d, _ in reader.search("p", "parseConfig", 10)] == ["0000000000000003"]
+
+
+def test_processes_of_one_write_each_keep_the_table_compact(home: Path, embedder) -> None:
+    # The CLI and the hooks are processes of one write; each opens the store afresh.
+    for n in range(MAX_SMALL_FRAGMENTS + 6):
+        store = MemoryStore(paths(home))
+        Memories(store, LazyEmbedder(lambda: embedder), Project("test", "test")).remember(
+            f"Fragment note {n}: the nightly export job number {n} writes to bucket {n}")
+    fragments = store.table.dataset().get_fragments()
+    assert len(fragments) <= MAX_SMALL_FRAGMENTS
+    assert store.table.count() == MAX_SMALL_FRAGMENTS + 6
+    assert store.table.small_fragments() == len(fragments)  # all far under the size

@@ -44,6 +44,8 @@ MAX_INDEX_DELTAS = 3
 # A hard erase in another process removes old versions' files; a read planned against one
 # of them fails with this, and succeeds once it re-reads the latest version.
 VANISHED = "Not found"
+# A fragment under this many live rows is worth merging (compaction writes up to a million).
+SMALL_FRAGMENT_ROWS = 100_000
 
 
 def sql_str(value: str) -> str:
@@ -158,7 +160,10 @@ class MemoryTable:
             self._table.delete(sql_in("id", ids))
 
     def small_fragments(self) -> int:
-        return int(self._table.stats()["fragment_stats"]["num_small_fragments"])
+        """Fragments under compaction's target size, from the manifest: a few ms where
+        LanceDB's `stats()` scans and takes 0.4 s at 100,000 rows."""
+        return sum(f.metadata.num_rows < SMALL_FRAGMENT_ROWS
+                   for f in self.dataset().get_fragments())
 
     def compact(self) -> None:
         """Merge small fragments; keep an hour of old versions for readers still on them."""
