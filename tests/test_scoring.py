@@ -370,3 +370,12 @@ def test_smooth_gives_neighbours_a_share_of_the_score() -> None:
     assert out["d"] == pytest.approx(0.8)
     assert [i for i, _ in fusion.smooth(ranked, neighbours, 0.4)][:2] == ["a", "b"]
     assert fusion.smooth(ranked, {}, 0.4) == sorted(ranked, key=lambda kv: -kv[1])
+
+
+def test_normalised_all_divides_and_clamps_every_score() -> None:
+    scores = {"a": 0.4, "b": 0.0, "c": 0.9, "d": 0.25, "e": -0.1}
+    assert fusion.normalised_all(scores, 0.5) == {"a": 0.4 / 0.5, "b": 0.0, "c": 1.0,
+                                                  "d": 0.5, "e": 0.0}
+    assert list(fusion.normalised_all(scores, 0.5)) == list(scores)  # same ids, same order
+    assert fusion.normalised_all(scores, 0.0) == dict.fromkeys(scores, 0.0)
+    assert fusion.normalised_all({}, 0.5) == {}

@@ -151,7 +151,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     if not fused.scores:
         return []
     top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
-    relevance = {i: fusion.normalised(s, top_possible) for i, s in fused.scores.items()}
+    relevance = fusion.normalised_all(fused.scores, top_possible)
     for seed in _best(relevance, NEIGHBOUR_SEEDS, fused.best_rank):
         for nb in neighbours.get(seed, ()):
             if NEIGHBOUR_SHARE * relevance[seed] > relevance.get(nb, 0.0):

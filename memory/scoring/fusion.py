@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 # Channel weights. Placeholders until tuned on recall evaluations: the two content
 # channels lead; entity/graph links are strong but sparser; context-file matches and time
 # are supporting signals.
@@ -135,9 +137,15 @@ def max_score(
 def normalised(score: FusedScore | float, maximum: float) -> float:
     """A fused score as a fraction of `maximum`, clamped to [0, 1] (0 if maximum <= 0)."""
     value = score.score if isinstance(score, FusedScore) else score
+    return normalised_all({"": value}, maximum)[""]
+
+
+def normalised_all(scores: Mapping[str, float], maximum: float) -> dict[str, float]:
+    """`normalised` of every score, in one array operation (recall fuses hundreds)."""
     if maximum <= 0.0:
-        return 0.0
-    return min(1.0, max(0.0, value / maximum))
+        return dict.fromkeys(scores, 0.0)
+    values = np.fromiter(scores.values(), np.float64, len(scores))
+    return dict(zip(scores, np.clip(values / maximum, 0.0, 1.0).tolist(), strict=True))
 
 
 def smooth(

@@ -214,8 +214,7 @@ class Snapshot:
         An id's entry names the read that last held it live. The row is live here only if
         this snapshot has that read and the row's slot is set; an id gone since, or moved to
         a read this snapshot does not have, is not held."""
-        get = self._where.get
-        keys = np.fromiter((get(i, -1) for i in ids), np.int64, len(ids))
+        keys = np.fromiter(map(self._where.get, ids, itertools.repeat(-1)), np.int64, len(ids))
         found = keys >= 0
         serial, row = keys >> 32, keys & 0xFFFFFFFF
         pos = np.full(len(keys), -1, dtype=np.int64)
@@ -232,20 +231,24 @@ class Snapshot:
 
     def positions(self, ids: Sequence[str]) -> list[int]:
         """Snapshot positions of the `ids` it holds (others are dropped)."""
+        return self._held(ids).tolist()
+
+    def _held(self, ids: Sequence[str]) -> np.ndarray:
         pos = self._locate(ids)[0]
-        return pos[pos >= 0].tolist()
+        return pos[pos >= 0]
 
     def visible(self, ids: Sequence[str], f: Filter) -> list[str]:
-        m = self.mask(f)
-        return [self.ids[p] for p in self.positions(ids) if m[p]]
+        pos = self._held(ids)
+        return [self.ids[p] for p in pos[self.mask(f)[pos]].tolist()]
 
     def session_neighbours(self, ids: Sequence[str], f: Filter, max_rows: int
                            ) -> dict[str, list[str]]:
         """Previous and next visible memory by id (i.e. by creation) in each session of the
         visible `ids`; sessions are taken until `max_rows` members."""
         m = self.mask(f)
-        pos = [p for p in self.positions(ids) if m[p] and self.session[p] >= 0]
-        if not pos:
+        pos = self._held(ids)
+        pos = pos[m[pos] & (self.session[pos] >= 0)]
+        if not len(pos):
             return {}
         wanted = np.unique(self.session[pos])
         members = np.flatnonzero(m & np.isin(self.session, wanted))
