@@ -122,6 +122,26 @@ def test_lexical_search_sees_a_commit_by_another_writer(tmp_path: Path) -> None:
     assert [d for d, _ in reader.search("p", "parseConfig", 10)] == ["0000000000000003"]
 
 
+def test_lexical_scores_are_the_same_with_and_without_other_projects(tmp_path: Path) -> None:
+    # Alone in the index, a project is searched without the project filter; with others it
+    # is filtered. Either way only its documents come back, in the same order.
+    from memory.store.lexical import LexicalIndex
+
+    index = LexicalIndex(tmp_path / "lex")
+    texts = ["retry the upload worker", "upload worker timeout", "worker pool size", "cache"]
+    index.write(add=[LexicalDoc(f"{n:016x}", "a", t) for n, t in enumerate(texts, start=1)])
+    alone = index.search("a", "upload worker", 10)
+    index.write(add=[LexicalDoc(f"{n:016x}", "b", t) for n, t in enumerate(texts, start=11)])
+    with_b = index.search("a", "upload worker", 10)
+    assert {d for d, _ in with_b} == {d for d, _ in alone} == {f"{n:016x}" for n in (1, 2, 3)}
+    assert [d for d, _ in with_b] == [d for d, _ in alone]  # BM25 statistics include b
+    # The filter adds nothing to a score: b's copies of the same texts score the same.
+    assert [s for _, s in index.search("b", "upload worker", 10)] == [s for _, s in with_b]
+    index.write(delete=[f"{n:016x}" for n in range(11, 15)])
+    assert [d for d, _ in index.search("a", "upload worker", 10)] == [d for d, _ in alone]
+    assert index.search("b", "upload worker", 10) == []
+
+
 def test_processes_of_one_write_each_keep_the_table_compact(home: Path, embedder) -> None:
     # The CLI and the hooks are processes of one write; each opens the store afresh.
     for n in range(MAX_SMALL_FRAGMENTS + 6):
