@@ -443,4 +443,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from memory.exiting import run_and_exit
+
+    run_and_exit(main)

@@ -27,6 +27,12 @@ def stdio_serve_project(argv: list[str]) -> tuple[bool, str | None]:
 
 
 def main() -> None:
+    from memory.exiting import run_and_exit
+
+    run_and_exit(_main)
+
+
+def _main() -> None:
     stdio, project = stdio_serve_project(sys.argv[1:])
     if stdio:
         from mcp_server import __main__ as server_main

@@ -159,6 +159,18 @@ def test_reindex_stats_and_doctor(cli: CliRunner) -> None:
     assert d["clean"] and d["table_rows"] == d["index_docs"] == 3
 
 
+def test_a_search_process_writes_its_usage_counts_before_it_ends(cli: CliRunner) -> None:
+    # Counts are written at exit (the process ends without interpreter finalisation): the
+    # next process sees them, and exit codes are those of the command.
+    a = add(cli, "The nightly export job writes invoice CSV files to the reports bucket")
+    assert cli("show", a, "--json").json()["access_count"] == 0
+    found = cli("search", "where does the nightly export write", "--json")
+    assert found.code == 0 and found.json()[0]["id"] == a
+    assert cli("show", a, "--json").json()["access_count"] == 1
+    assert cli("show", "0123456789abcdef").code == 1  # not found: exit 1, as before
+    assert cli("search", "q", "-k", "0").code == 2  # bad input: exit 2
+
+
 def test_errors_are_one_line_without_traceback(cli: CliRunner) -> None:
     cases = [
         ("add", "   "),
