@@ -229,16 +229,13 @@ class Snapshot:
         p = int(self._locate([memory_id])[0][0])
         return p if p >= 0 else None
 
-    def positions(self, ids: Sequence[str]) -> list[int]:
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
         """Snapshot positions of the `ids` it holds (others are dropped)."""
-        return self._held(ids).tolist()
-
-    def _held(self, ids: Sequence[str]) -> np.ndarray:
         pos = self._locate(ids)[0]
         return pos[pos >= 0]
 
     def visible(self, ids: Sequence[str], f: Filter) -> list[str]:
-        pos = self._held(ids)
+        pos = self.positions(ids)
         return [self.ids[p] for p in pos[self.mask(f)[pos]].tolist()]
 
     def session_neighbours(self, ids: Sequence[str], f: Filter, max_rows: int
@@ -246,7 +243,7 @@ class Snapshot:
         """Previous and next visible memory by id (i.e. by creation) in each session of the
         visible `ids`; sessions are taken until `max_rows` members."""
         m = self.mask(f)
-        pos = self._held(ids)
+        pos = self.positions(ids)
         pos = pos[m[pos] & (self.session[pos] >= 0)]
         if not len(pos):
             return {}
@@ -327,7 +324,7 @@ class Snapshot:
     def score_fields(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """SCORE_FIELDS of the `ids` the snapshot holds, as the table's rows would give them
         (float32 values widened exactly, times as microseconds, None where null)."""
-        pos = np.asarray(self.positions(ids), dtype=np.int64)
+        pos = self.positions(ids)
         accessed = self.accessed[pos].tolist()
         kinds = self.codes["kind"].values
         cols = zip([self.ids[p] for p in pos.tolist()],
