@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 KINDS = ("fact", "decision", "convention", "preference", "bug", "episode", "commit", "doc", "note")
@@ -89,7 +90,9 @@ class Memory:
         return self.status == "active" and self.superseded_by is None
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: asdict() deep-copies every float of the vector, which made writing a
+        # batch cost more than indexing it.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def to_public(self, with_vector: bool = False) -> dict[str, Any]:
         """JSON-friendly dict (ISO dates, trust as a number) for --json and MCP output."""
@@ -167,5 +170,20 @@ COLUMN_DEFAULTS: dict[str, str] = {
 
 
 def to_table(memories: list[Memory]) -> pa.Table:
-    return pa.Table.from_pylist([m.to_row() for m in memories], schema=SCHEMA)
+    rows = [m.to_row() for m in memories]
+    vectors = [row.pop("vector") for row in rows]
+    at = SCHEMA.get_field_index("vector")
+    table = pa.Table.from_pylist(rows, schema=SCHEMA.remove(at))
+    return table.add_column(at, SCHEMA.field("vector"), _vector_column(vectors))
 
+
+def _vector_column(vectors: list[list[float] | None]) -> pa.Array:
+    """The vectors as one fixed-size-list array, built from a NumPy matrix rather than
+    float by float. Every row needs one: LanceDB refuses a null vector anyway."""
+    for v in vectors:
+        if v is None:
+            raise ValueError("a memory has no vector: embed it before writing it")
+        if len(v) != EMBED_DIM:
+            raise ValueError(f"a vector must have {EMBED_DIM} values, not {len(v)}")
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix), type=SCHEMA.field("vector").type)

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import lancedb
+import numpy as np
 import pyarrow as pa
+import pytest
 
 from memory.config import paths
 from memory.project import Project
-from memory.record import SCHEMA
+from memory.record import EMBED_DIM, SCHEMA, Memory, to_table
 from memory.service import LazyEmbedder, Memories
 from memory.store import MAX_SMALL_FRAGMENTS, LexicalDoc, MemoryStore
 
@@ -152,3 +154,23 @@ def test_processes_of_one_write_each_keep_the_table_compact(home: Path, embedder
     assert len(fragments) <= MAX_SMALL_FRAGMENTS
     assert store.table.count() == MAX_SMALL_FRAGMENTS + 6
     assert store.table.small_fragments() == len(fragments)  # all far under the size
+
+
+def test_rows_are_written_as_built_vectors_included(tmp_path: Path) -> None:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    vec = np.linspace(-1.0, 1.0, EMBED_DIM, dtype=np.float32)
+    memory = Memory(id="00000000000000a1", project="p", kind="fact", text="one",
+                    content_hash="h1", created_at=now, valid_from=now, tags=["x", "y"],
+                    valid_to=now, vector=vec.tolist())
+    table = lancedb.connect(tmp_path).create_table("m", to_table([memory]))
+    # Every field comes back as written, the vector float32-exact.
+    assert [Memory.from_row(r) for r in table.to_arrow().to_pylist()] == [memory]
+
+    def bad(vector: list[float] | None) -> Memory:
+        return Memory(id="00000000000000a2", project="p", kind="fact", text="bad",
+                      content_hash="h2", created_at=now, valid_from=now, vector=vector)
+
+    with pytest.raises(ValueError, match="384 values"):
+        to_table([memory, bad([0.5] * 3)])
+    with pytest.raises(ValueError, match="no vector"):
+        to_table([bad(None)])
