@@ -38,6 +38,7 @@ _NEWLINES = re.compile(r"\r\n|[\r\x85\u2028\u2029]")
 # A raw token: alphanumerics joined by the characters that glue code names together.
 _RAW_TOKEN = re.compile(r"[^\W_]+(?:[_\-./\\:]+[^\W_]+)*|_+[^\W_]\w*")
 _NAME_SEPARATORS = re.compile(r"[./\\:]+")
+_ALNUM_RUN = re.compile(r"[^\W_]+")
 
 
 def normalize_text(text: str) -> str:
@@ -121,22 +122,15 @@ def _fits(term: str) -> bool:
 
 
 def _alnum_runs(text: str) -> list[str]:
-    runs: list[str] = []
-    start = -1
-    for i, char in enumerate(text):
-        if char.isalnum():
-            if start < 0:
-                start = i
-        elif start >= 0:
-            runs.append(text[start:i])
-            start = -1
-    if start >= 0:
-        runs.append(text[start:])
-    return runs
+    # re's \w is str.isalnum() plus "_" (both use the same Unicode tables).
+    return _ALNUM_RUN.findall(text)
 
 
 def _split_case(chunk: str) -> list[str]:
     """Split an alphanumeric run at case changes; digits stick to what precedes them."""
+    rest = chunk[1:]
+    if not rest or rest.islower() or rest.isdecimal():
+        return [chunk]  # no capital after the first character: no boundary (most words)
     words: list[str] = []
     start = 0
     for i in range(1, len(chunk)):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from memory.textutil import (
     MAX_QUERY_TERMS,
     MAX_TERM_BYTES,
+    _alnum_runs,
     code_terms,
     content_hash,
     normalize_text,
@@ -274,3 +275,11 @@ def test_normalize_is_idempotent(text: str) -> None:
     assert normalize_text(once) == once
     assert "\r" not in once
     assert once == once.strip()
+
+
+def test_alphanumeric_runs_follow_str_isalnum_on_every_code_point() -> None:
+    # The splitter finds runs with a regex; this is what makes that the same as isalnum.
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    text = "".join(chars)
+    expected = "".join(c if c.isalnum() else " " for c in chars).split()
+    assert _alnum_runs(text) == expected
