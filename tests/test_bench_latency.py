@@ -21,6 +21,7 @@ def test_bench_latency_reports_every_figure_and_the_prefilter_recall(home: Path)
     r = json.loads(proc.stdout)["sizes"]["2000"]
     assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
     assert r["batch_ingest_per_s"] > 0 and r["single_ingest_per_s"] > 0
+    assert r["embed_only_per_s"] > 0
     assert r["disk_mb"] > 0 and r["rss_mb"] > 0 and r["after_flush_ms"] > 0
     assert {"embed", "semantic", "lexical", "entity"} <= set(r["channel_ms"])
     assert set(r["stage_ms"]) == {"snapshot", "fuse", "rows", "reinforce"}

@@ -172,7 +172,8 @@ def latency(
     for size, r in results.items():
         parts = ", ".join(f"{k} {v} ms" for k, v in r["channel_ms"].items())
         out.print(f"[dim]{int(size):,}: per channel: {parts}; the recall right after a "
-                  f"usage-count flush: {r['after_flush_ms']} ms[/dim]")
+                  f"usage-count flush: {r['after_flush_ms']} ms; the embedder alone: "
+                  f"{r['embed_only_per_s']} texts/s (batch ingest's ceiling)[/dim]")
 
 
 @bench_app.command()
