@@ -112,6 +112,10 @@ def test_positions_match_the_table_after_updates_and_compaction(mem: Memories, f
         table = {r["id"]: r["status"] for r in mem.store.table.scan(
             None, ["id", "status"]).to_pylist()}
         assert dict((r["id"], r["status"]) for r in got) == table, step
+        # Ids it does not hold (never stored, or not an id at all) are dropped, in order.
+        some = [snap.ids[-1], "0" * 16, snap.ids[0], "not an id", ""]
+        assert [snap.ids[p] for p in snap.positions(some).tolist()] == [some[0], some[2]]
+        assert snap.position("0" * 16) is None and snap.position(snap.ids[1]) == 1
 
 
 def vectors_by_id(snap: Snapshot) -> dict[str, np.ndarray]:
@@ -231,6 +235,19 @@ def test_a_large_table_prefilters_on_reduced_vectors_and_keeps_the_exact_top(
         assert all(abs(s - sims[i]) < 1e-6 for i, s in approx if i in sims)
         found += len({i for i, _ in approx} & set(sims))
     assert found >= 0.95 * 10 * len(queries)
+    # The temporal channel then searches the same vector within a window: the reduced
+    # similarities of the search above serve it, with the answer computed afresh.
+    middle = int(np.median(snap.valid_from))
+    window = Filter("test", bounds=((None, middle),))
+    assert int((snap.valid_from < middle).sum()) > 100  # more than the exact pool: prefiltered
+    reused = snap.nearest(vector, window, 10)
+    snap._approx = None
+    assert snap.nearest(vector, window, 10) == reused
+    assert all(snap.valid_from[snap.position(i)] < middle for i, _ in reused)
+    other = mem._embed([queries[0]])[0]  # another vector never gets the last one's scores
+    first = snap.nearest(other, window, 10)
+    snap._approx = None
+    assert snap.nearest(other, window, 10) == first != reused
     # An update narrows a fragment: its reduced copy stays, the basis with it.
     mem.feedback(snap.ids[0], "helpful")
     after = mem.store.snapshot()

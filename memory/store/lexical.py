@@ -219,7 +219,7 @@ class LexicalIndex:
         if not hits:
             return []
         ids = searcher.fast_field_values("idn", [addr for _, addr in hits])
-        return [(f"{idn:016x}", float(score)) for (score, _), idn in zip(hits, ids, strict=True)]
+        return list(zip([f"{idn:016x}" for idn in ids], [float(s) for s, _ in hits], strict=True))
 
     def share(self, project: str, field: str, text: str) -> dict[str, float]:
         """For each stemmed term of `text`: the share of `project`'s documents holding it."""

@@ -142,6 +142,28 @@ class _Fragment:
         return out
 
 
+class _SlotMap:
+    """`_Fragment.slots` of each read a snapshot holds, as one array: a lookup of many ids
+    is a few numpy operations, not one per fragment."""
+
+    def __init__(self, slots: dict[int, np.ndarray]) -> None:
+        self.serials = np.asarray(sorted(slots), dtype=np.int64)
+        sizes = [len(slots[s]) for s in self.serials.tolist()]
+        self.base = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+        self.flat = np.concatenate([slots[s] for s in self.serials.tolist()]) if sizes \
+            else np.zeros(0, np.int64)
+
+    def positions(self, serial: np.ndarray, row: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """Snapshot position of each (read, row as read), -1 where the read is not held
+        (or `found` is false) or the row is no longer live."""
+        if not len(self.serials):
+            return np.full(len(serial), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.serials, serial), len(self.serials) - 1)
+        held = found & (self.serials[at] == serial)
+        # A row as read is always within its read's slots.
+        return np.where(held, self.flat[np.where(held, self.base[at] + row, 0)], -1)
+
+
 def _signature(fragment: object) -> tuple[tuple[str, ...], str]:
     md = fragment.metadata  # type: ignore[attr-defined]
     return tuple(f.path for f in md.files), repr(md.deletion_file)
@@ -180,11 +202,14 @@ class Snapshot:
     vectors: list[Block] | None
     basis: np.ndarray | None  # [dim, REDUCED_DIM] when every block has its reduced copy
     _fragments: dict[int, _Fragment]  # by serial
-    _slots: dict[int, np.ndarray]  # by serial: `_Fragment.slots` at its place here
+    _slots: _SlotMap  # by serial: `_Fragment.slots` at its place here
     # id -> serial << 32 | row as read. It may also hold ids gone since, or rows since
     # moved: a lookup checks that the row is live here (a row as read is always one id).
     _where: dict[str, int]
     _masks: dict[Filter, np.ndarray] = field(default_factory=dict, repr=False)
+    # The last query's reduced similarities over every row: the temporal channel searches
+    # the same query vector as the semantic one, within a window.
+    _approx: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -215,15 +240,8 @@ class Snapshot:
         this snapshot has that read and the row's slot is set; an id gone since, or moved to
         a read this snapshot does not have, is not held."""
         keys = np.fromiter(map(self._where.get, ids, itertools.repeat(-1)), np.int64, len(ids))
-        found = keys >= 0
         serial, row = keys >> 32, keys & 0xFFFFFFFF
-        pos = np.full(len(keys), -1, dtype=np.int64)
-        for s in np.unique(serial[found]).tolist():
-            slots = self._slots.get(s)
-            if slots is not None:
-                sel = found & (serial == s)
-                pos[sel] = slots[row[sel]]
-        return pos, serial, row
+        return self._slots.positions(serial, row, keys >= 0), serial, row
 
     def position(self, memory_id: str) -> int | None:
         p = int(self._locate([memory_id])[0][0])
@@ -275,8 +293,7 @@ class Snapshot:
             q = q / norm
         pool = max(10 * limit, int(PREFILTER_SHARE * len(self)))
         if self.basis is not None and not exact and len(cand) > pool:
-            q_reduced = q @ self.basis
-            approx = np.concatenate([b.approximate(q_reduced) for b in self.vectors])
+            approx = self._approximate(q)
             if len(cand) < len(approx):
                 approx = approx[cand]
             cand = cand[_largest(approx, pool)]
@@ -291,6 +308,19 @@ class Snapshot:
             cand, sims = cand[top], sims[top]
         order = np.lexsort((cand, -sims))
         return [(self.ids[int(cand[i])], float(sims[i])) for i in order]
+
+    def _approximate(self, q: np.ndarray) -> np.ndarray:
+        """Reduced similarity of every row to the unit vector `q` (read-only)."""
+        assert self.vectors is not None and self.basis is not None
+        key = q.tobytes()
+        last = self._approx  # one read: another thread may replace it meanwhile
+        if last is not None and last[0] == key:
+            return last[1]
+        q_reduced = q @ self.basis
+        approx = np.concatenate([b.approximate(q_reduced) for b in self.vectors])
+        approx.flags.writeable = False
+        self._approx = (key, approx)
+        return approx
 
     def _products(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Exact similarities of the rows at `positions` (gathered block by block)."""
@@ -340,10 +370,14 @@ class Snapshot:
         """Rows of `ids` (those the snapshot holds), in that order, as of its version."""
         names = list(columns)
         pos, serial, row = self._locate(ids)
-        # One-row slices of the fragments as read: no copy of the table per recall.
-        parts = [self._fragments[s].meta.slice(r, 1).select(names)
-                 for s, r in zip(serial[pos >= 0].tolist(), row[pos >= 0].tolist(), strict=True)]
-        return pa.concat_tables(parts) if parts else SCHEMA.empty_table().select(names)
+        held = pos >= 0
+        if not held.any():
+            return SCHEMA.empty_table().select(names)
+        # One-row slices of the fragments as read: no copy of the table per recall. Joined
+        # as one chunk: converting ten one-row chunks to Python costs twice as much.
+        batches = [b for s, r in zip(serial[held].tolist(), row[held].tolist(), strict=True)
+                   for b in self._fragments[s].meta.slice(r, 1).to_batches()]
+        return pa.Table.from_batches(batches).select(names).combine_chunks()
 
 
 def _largest(values: np.ndarray, n: int, stride: int = 8) -> np.ndarray:
@@ -589,5 +623,6 @@ class SnapshotCache:
                         cat("session"), cat("status"), cat("kind"), cat("superseded"),
                         cat("valid_from"), cat("last_accessed"), cat("accessed"),
                         cat("access_count"), cat("importance"), cat("trust_alpha"),
-                        cat("trust_beta"), vectors, basis, {f.serial: f for f in parts}, slots,
+                        cat("trust_beta"), vectors, basis, {f.serial: f for f in parts},
+                        _SlotMap(slots),
                         self._where)
