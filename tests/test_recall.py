@@ -205,3 +205,83 @@ def test_other_projects_are_never_returned(mem: Memories, store, embedder) -> No
     mine = mem.remember("Public roadmap: ship the CLI", kind="decision").id
     assert ids(mem.search("roadmap rewrite in Rust", RecallOptions())) == [mine]
     assert theirs in ids(other.search("roadmap rewrite in Rust", RecallOptions()))
+
+
+def test_the_query_is_embedded_beside_the_text_channels_and_only_when_needed(
+        mem: Memories, store, embedder) -> None:
+    from memory.llm.base import EmbedderError
+    from memory.recall import recall
+
+    fixed = mem.remember("Fixed the flaky upload test", kind="episode",
+                         valid_from=NOW - timedelta(days=1)).id
+    calls: list[list[str]] = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return embedder.embed(texts)
+
+    assert ids(recall(store, counting, "test", "flaky upload test", only("lexical"))) == [fixed]
+    # No time expression: the temporal channel has nothing to search, so nothing to embed.
+    assert recall(store, counting, "test", "flaky upload test", only("temporal")) == []
+    assert calls == []
+    hits = recall(store, counting, "test", "flaky upload yesterday", only("temporal"))
+    assert ids(hits) == [fixed] and calls == [["flaky upload"]]
+    fused = RecallOptions(reinforce=False, now=NOW)
+    assert ids(recall(store, counting, "test", "flaky upload test", fused)) == [fixed]
+    assert hits[0].ranks == {"temporal": 1} and len(calls) == 2
+
+    def broken(texts):
+        raise EmbedderError("the model is gone")
+
+    # An error on the embedding thread reaches the caller as it was raised.
+    with pytest.raises(EmbedderError, match="the model is gone"):
+        recall(store, broken, "test", "flaky upload test", fused)
+
+
+def test_concurrent_recalls_each_get_their_own_query_vector(mem: Memories) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    topics = ["kayaking on the lake", "database migration plan", "flaky upload test",
+              "quarterly budget review", "onboarding new engineers", "rust rewrite"]
+    made = {t: mem.remember(f"Notes about the {t}", kind="note").id for t in topics}
+    queries = [t.split()[-1] + " " + t.split()[0] for t in topics] * 4
+    alone = {q: ids(mem.search(q, RecallOptions(reinforce=False, now=NOW))) for q in queries}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(
+            lambda q: ids(mem.search(q, RecallOptions(reinforce=False, now=NOW))), queries))
+    assert together == [alone[q] for q in queries]
+    assert all(alone[q][0] == made[t] for q, t in zip(queries, topics * 4, strict=True))
+
+
+def test_blas_threads_sleep_between_products() -> None:
+    # OpenBLAS's idle threads would spin for ~0.1 s after each product and hold the core
+    # the next recall embeds its query on. memctl sets a short timeout before numpy loads
+    # (the worker's imports come first here, as in `memctl serve`); a user's value is kept.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, time, mcp_server.worker\n"
+        "import numpy as np\n"
+        "m, v = np.ones((200_000, 96), np.float32), np.ones(96, np.float32)\n"
+        "for _ in range(5): m @ v\n"
+        "cpu, wall = time.process_time(), time.perf_counter()\n"
+        "for _ in range(10):\n"
+        "    m @ v\n"
+        "    time.sleep(0.03)\n"
+        "busy = (time.process_time() - cpu) / (time.perf_counter() - wall)\n"
+        "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], round(busy, 3))\n"
+    )
+
+    def run(**env: str) -> tuple[str, float]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS")}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**base, **env}, timeout=120, check=True).stdout.split()
+        return out[0], float(out[1])
+
+    timeout, busy = run()
+    assert timeout == "4" and busy < 0.5  # CPU seconds per second while mostly asleep
+    if (os.cpu_count() or 1) >= 2:  # with two BLAS threads, the default spins: the control
+        timeout, busy = run(OPENBLAS_THREAD_TIMEOUT="28")
+        assert timeout == "28" and busy > 0.5

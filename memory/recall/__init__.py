@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -114,30 +117,35 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     limit = max(opts.candidates, k)
     q = Query(project=project, text=core, vector=None, where=where,
               limit=limit, files=list(opts.files), filter=visible, snapshot=snap)
-    if active & {"semantic", "temporal"}:
-        clock.lap(None)
-        q.vector = embed([core])[0]
-        clock.lap("embed")
+    skip = {"temporal"} if window is None else set()
+    if not q.files:
+        skip.add("context")
+    active -= skip
+    # The query's embedding runs on another thread (llama.cpp releases the GIL) while the
+    # channels that need only the text run here; then the two that need the vector.
+    pending = _overlap().submit(embed, [core]) if active & {"semantic", "temporal"} else None
 
     scored: dict[str, list[tuple[str, float]]] = {}
     runs: dict[str, Callable[[], list[tuple[str, float]]]] = {
-        "semantic": lambda: semantic.search(store, q),
         "lexical": lambda: lexical.search(store, q),
         "entity": lambda: entity.search(store, q),
+        "context": lambda: context.search(store, q),
+        "semantic": lambda: semantic.search(store, q),
         # A filter window already bounds every channel: inside it, the temporal ranking is
         # the semantic one, so it is not searched twice.
         "temporal": lambda: scored["semantic"] if window is not None and window.mode == "filter"
         and "semantic" in scored else temporal.search(store, q, window),
-        "context": lambda: context.search(store, q),
     }
-    skip = {"temporal"} if window is None else set()
-    if not q.files:
-        skip.add("context")
     for name, run in runs.items():
-        if name in active and name not in skip:
+        if name not in active:
+            continue
+        if name in ("semantic", "temporal") and q.vector is None and pending is not None:
             clock.lap(None)
-            scored[name] = run()
-            clock.lap(name)
+            q.vector = pending.result()[0]
+            clock.lap("embed")  # what is left of it once the text channels are done
+        clock.lap(None)
+        scored[name] = run()
+        clock.lap(name)
 
     clock.lap(None)
     candidates = sorted({i for lst in scored.values() for i, _ in lst})
@@ -182,6 +190,21 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         _reinforce(store, [h.memory.id for h in hits], now)
         clock.lap("reinforce")
     return hits
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _overlap() -> ThreadPoolExecutor:
+    """Threads for the work recall overlaps (query embeddings): one per concurrent recall,
+    up to the embedder's contexts."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1),
+                                       thread_name_prefix="memctl-query")
+        return _pool
 
 
 def _best(relevance: dict[str, float], n: int, best_rank: Callable[[str], int]) -> list[str]:
