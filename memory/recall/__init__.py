@@ -110,6 +110,12 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     core = core.strip() or text
     window = temporal.with_report_lag(window) if window else None
     active = set(opts.channels or CHANNELS)
+    active -= {"temporal"} if window is None else set()
+    active -= set() if opts.files else {"context"}
+    # The query's embedding runs on another thread (llama.cpp releases the GIL) while the
+    # snapshot check and the channels that need only the text run here; then the two that
+    # need the vector.
+    pending = _overlap().submit(embed, [core]) if active & {"semantic", "temporal"} else None
     where, visible = _visibility(project, opts, window)
     # Read the table's version before any channel: every write acknowledged by now is seen.
     snap = store.snapshot()
@@ -117,13 +123,6 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     limit = max(opts.candidates, k)
     q = Query(project=project, text=core, vector=None, where=where,
               limit=limit, files=list(opts.files), filter=visible, snapshot=snap)
-    skip = {"temporal"} if window is None else set()
-    if not q.files:
-        skip.add("context")
-    active -= skip
-    # The query's embedding runs on another thread (llama.cpp releases the GIL) while the
-    # channels that need only the text run here; then the two that need the vector.
-    pending = _overlap().submit(embed, [core]) if active & {"semantic", "temporal"} else None
 
     scored: dict[str, list[tuple[str, float]]] = {}
     runs: dict[str, Callable[[], list[tuple[str, float]]]] = {
