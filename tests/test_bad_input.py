@@ -325,7 +325,8 @@ def test_lexical_search_never_raises(shared: Memories, text: str) -> None:
         assert len(hit_id) == 16 and score > 0
     # A lone surrogate (half an emoji) is replaced, not passed on to Tantivy.
     assert isinstance(shared.store.lexical.search("bad-input", text + "\ud83d db", 10), list)
-    assert isinstance(shared.store.lexical.share("bad-input", "entities", "\ud83d" + text), dict)
+    assert isinstance(shared.store.lexical.rare_terms("bad-input", "entities", "\ud83d" + text,
+                                                      0.1), list)
     # A project key is a term, not syntax: a quote or an OR in it matches nothing else.
     assert shared.store.lexical.search(f"bad-input' OR {text}", "blue database", 10) == []
 

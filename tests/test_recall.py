@@ -74,6 +74,32 @@ def test_entity_channel_finds_memories_sharing_a_rare_entity(mem: Memories) -> N
     assert hits[0].ranks == {"entity": 1}
 
 
+def test_rare_entities_are_counted_in_the_project_not_the_index(
+        mem: Memories, store, embedder) -> None:
+    from memory.project import Project
+    from memory.service import LazyEmbedder
+
+    other = Memories(store, LazyEmbedder(lambda: embedder), Project("other", "other"))
+    # CacheClient is everywhere in the other project and rare here; BillingTopic is common
+    # here.
+    other.insert_many([other.prepare(f"CacheClient note {i}: warm-up step {i}", kind="note")
+                       for i in range(30)])
+    mine = [mem.prepare(f"Note {i} about lunch plans", kind="note") for i in range(16)]
+    mine += [mem.prepare(f"BillingTopic {i} carries the billing events", kind="fact")
+             for i in range(3)]
+    mine.append(mem.prepare("CacheClient keeps the session tokens for an hour", kind="fact"))
+    mem.insert_many(mine)
+    lexical = store.lexical
+    ents = "CacheClient BillingTopic SearchIndex"
+    assert lexical.rare_terms("test", "entities", ents, 0.1) == ["cachecli"]
+    assert lexical.rare_terms("test", "entities", ents, 0.2) == ["cachecli", "billingtop"]
+    # Counts come from the whole index first: BillingTopic (3 documents, none of them the
+    # other project's) passes there and finds nothing; CacheClient is counted and too common.
+    assert lexical.rare_terms("other", "entities", ents, 0.5) == ["billingtop"]
+    assert lexical.search("other", "billingtop", 10, fields=["entities"]) == []
+    assert lexical.rare_terms("nobody", "entities", ents, 0.1) == []
+
+
 def test_temporal_boost_and_filter(mem: Memories) -> None:
     def at(text: str, when: datetime) -> str:
         return mem.remember(text, kind="episode", valid_from=when).id

@@ -221,20 +221,28 @@ class LexicalIndex:
         ids = searcher.fast_field_values("idn", [addr for _, addr in hits])
         return list(zip([f"{idn:016x}" for idn in ids], [float(s) for s, _ in hits], strict=True))
 
-    def share(self, project: str, field: str, text: str) -> dict[str, float]:
-        """For each stemmed term of `text`: the share of `project`'s documents holding it."""
+    def rare_terms(self, project: str, field: str, text: str, max_share: float) -> list[str]:
+        """The stemmed terms of `text` held in `field` by at most `max_share` of `project`'s
+        documents, and by some document of the index. (A term only other projects or deleted
+        documents hold passes, and matches nothing in a search of the project.)"""
         text = valid_utf8(text)
         self._refresh()
         searcher = self._index.searcher()
         in_project = tantivy.Query.term_query(self.schema, "project", project)
-        total = self._in_project(searcher, project) or 1
-        out: dict[str, float] = {}
+        total = self._in_project(searcher, project)
+        out = []
         for term in stemmed_terms(text):
-            both = tantivy.Query.boolean_query([
-                (tantivy.Occur.Must, in_project),
-                (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, field, term)),
-            ])
-            out[term] = searcher.search(both, 1, count=True).count / total
+            # Index-wide, deleted documents included until a merge: at least the project's
+            # count, so a rare term needs no count of its own (0.3 ms each at 100,000).
+            held = searcher.doc_freq(field, term)
+            if held > max_share * total:
+                both = tantivy.Query.boolean_query([
+                    (tantivy.Occur.Must, in_project),
+                    (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, field, term)),
+                ])
+                held = searcher.search(both, 1, count=True).count
+            if 0 < held <= max_share * total:
+                out.append(term)
         return out
 
     def _in_project(self, searcher: tantivy.Searcher, project: str) -> int:

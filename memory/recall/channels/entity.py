@@ -29,8 +29,7 @@ def query_entities(text: str) -> str:
 def search(store: MemoryStore, q: Query) -> Ranked:
     ents = query_entities(q.text)
     if ents:
-        shares = store.lexical.share(q.project, "entities", ents)
-        ents = " ".join(t for t, share in shares.items() if 0 < share <= MAX_ENTITY_SHARE)
+        ents = " ".join(store.lexical.rare_terms(q.project, "entities", ents, MAX_ENTITY_SHARE))
     hits = store.lexical.search(q.project, ents, q.limit, fields=["entities"]) if ents else []
     if not hits:
         return []
