@@ -135,11 +135,24 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         "temporal": lambda: scored["semantic"] if window is not None and window.mode == "filter"
         and "semantic" in scored else temporal.search(store, q, window),
     }
+    neighbours: dict[str, list[str]] = {}
+    seen: set[str] = set()
+
+    def add_neighbours() -> None:
+        # Of the candidates found since the last call: a session's lists are the same
+        # whichever call meets it first.
+        new = [i for lst in scored.values() for i, _ in lst if i not in seen]
+        seen.update(new)
+        if new:
+            neighbours.update(snap.session_neighbours(new, visible, MAX_SESSION_ROWS))
+
     for name, run in runs.items():
         if name not in active:
             continue
         if name in ("semantic", "temporal") and q.vector is None and pending is not None:
             clock.lap(None)
+            add_neighbours()  # the text channels' part, while the embedding finishes
+            clock.lap("fuse")
             q.vector = pending.result()[0]
             clock.lap("embed")  # what is left of it once the text channels are done
         clock.lap(None)
@@ -147,8 +160,7 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         clock.lap(name)
 
     clock.lap(None)
-    candidates = sorted({i for lst in scored.values() for i, _ in lst})
-    neighbours = snap.session_neighbours(candidates, visible, MAX_SESSION_ROWS)
+    add_neighbours()
     rankings = {
         name: [i for i, _ in fusion.smooth(lst, neighbours, SMOOTH[name])]
         if name in SMOOTH and neighbours else [i for i, _ in lst]
