@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from memory.recall import RecallOptions
+from memory.recall import RecallOptions, _Early, _merge, _rankings
 from memory.service import Memories
 
 NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)  # a Monday
@@ -311,3 +313,25 @@ def test_blas_threads_sleep_between_products() -> None:
     if (os.cpu_count() or 1) >= 2:  # with two BLAS threads, the default spins: the control
         timeout, busy = run(OPENBLAS_THREAD_TIMEOUT="28")
         assert timeout == "28" and busy > 0.5
+
+
+_IDS = st.sampled_from(list("abcdefgh"))
+_LISTS = st.dictionaries(_IDS, st.lists(_IDS, max_size=2), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["lexical", "entity", "context"]),
+                       st.lists(st.tuples(_IDS, st.sampled_from([1.0, 2.0, 3.0])),
+                                unique_by=lambda x: x[0], max_size=5), max_size=3),
+       _LISTS, _LISTS)
+@example({"lexical": [("b", 1.0), ("a", 3.0)]}, {}, {"h": ["g"]})  # none, then some
+@example({"lexical": [("a", 1.0)]}, {"a": ["b"]}, {"a": ["c"]})  # a list cut, then whole
+def test_text_channels_fused_early_rank_as_if_fused_at_the_end(scored, first, later) -> None:
+    # Recall smooths and fuses the text channels while the query embeds, with the session
+    # neighbours known then; the vector channels' candidates may bring more. The early
+    # rankings are kept only when the neighbours found later cannot change them.
+    early = _Early.of(scored, first)
+    neighbours = dict(first)
+    changed = _merge(neighbours, later)
+    if early.still_valid(bool(neighbours), changed):
+        assert early.rankings == _rankings(scored, neighbours)

@@ -341,6 +341,30 @@ def test_rrf_weights_scale_contributions(rankings: dict[str, list[str]], c: floa
         assert scaled[doc_id].score == pytest.approx(c * fused.score)
 
 
+@FAST
+@given(rankings_st, st.integers(0, 5))
+def test_rrf_flat_extends_an_earlier_fusion_bit_for_bit(rankings: dict[str, list[str]],
+                                                        cut: int) -> None:
+    # Recall fuses the text channels first and the vector ones after: the sums must be those
+    # of one fusion, not merely close, or the order of tied hits could change.
+    names = sorted(rankings)
+    first = {c: rankings[c] for c in names[:cut]}
+    rest = {c: rankings[c] for c in names[cut:]}
+    whole = fusion.rrf_flat(rankings)
+    parts = fusion.rrf_flat(rest, then=fusion.rrf_flat(first))
+    assert parts.scores == whole.scores
+    assert parts.ranks == whole.ranks and parts.weights == whole.weights
+
+
+def test_rrf_flat_refuses_to_extend_out_of_channel_order() -> None:
+    early = fusion.rrf_flat({"lexical": ["a"]})
+    with pytest.raises(ValueError, match="sort after"):
+        fusion.rrf_flat({"entity": ["a"]}, then=early)
+    with pytest.raises(ValueError, match="k=5"):
+        fusion.rrf_flat({"semantic": ["a"]}, k=60, then=early)
+    assert fusion.rrf_flat({}, then=early).scores == early.scores
+
+
 def test_max_score_normalises_to_one_for_a_top_hit() -> None:
     rankings = {"semantic": ["a", "b"], "lexical": ["a"]}
     fused = rrf(rankings)

@@ -138,20 +138,24 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     neighbours: dict[str, list[str]] = {}
     seen: set[str] = set()
 
-    def add_neighbours() -> None:
-        # Of the candidates found since the last call: a session's lists are the same
-        # whichever call meets it first.
+    def add_neighbours() -> set[str]:
+        """Looks up the sessions of the candidates found since the last call; returns the
+        ids whose neighbour list this added or changed."""
         new = [i for lst in scored.values() for i, _ in lst if i not in seen]
         seen.update(new)
-        if new:
-            neighbours.update(snap.session_neighbours(new, visible, MAX_SESSION_ROWS))
+        if not new:
+            return set()
+        return _merge(neighbours, snap.session_neighbours(new, visible, MAX_SESSION_ROWS))
 
+    # The text channels' candidates, smoothed and fused while the embedding finishes.
+    early: _Early | None = None
     for name, run in runs.items():
         if name not in active:
             continue
         if name in ("semantic", "temporal") and q.vector is None and pending is not None:
             clock.lap(None)
-            add_neighbours()  # the text channels' part, while the embedding finishes
+            add_neighbours()
+            early = _Early.of(scored, neighbours)
             clock.lap("fuse")
             q.vector = pending.result()[0]
             clock.lap("embed")  # what is left of it once the text channels are done
@@ -160,13 +164,13 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         clock.lap(name)
 
     clock.lap(None)
-    add_neighbours()
-    rankings = {
-        name: [i for i, _ in fusion.smooth(lst, neighbours, SMOOTH[name])]
-        if name in SMOOTH and neighbours else [i for i, _ in lst]
-        for name, lst in scored.items()
-    }
-    fused = fusion.rrf_flat(rankings, fusion.DEFAULT_WEIGHTS)
+    changed = add_neighbours()
+    if early is None or not early.still_valid(bool(neighbours), changed):
+        early = _Early.of({}, neighbours)
+    rankings = early.rankings | _rankings(
+        {c: lst for c, lst in scored.items() if c not in early.rankings}, neighbours)
+    fused = fusion.rrf_flat({c: r for c, r in rankings.items() if c not in early.rankings},
+                            fusion.DEFAULT_WEIGHTS, then=early.fused)
     if not fused.scores:
         return []
     top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
@@ -201,6 +205,48 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
         _reinforce(store, [h.memory.id for h in hits], now)
         clock.lap("reinforce")
     return hits
+
+
+def _merge(neighbours: dict[str, list[str]], found: dict[str, list[str]]) -> set[str]:
+    """Adds `found` to `neighbours`; returns the ids whose list this added or changed."""
+    changed = {i for i, nb in found.items() if neighbours.get(i) != nb}
+    neighbours.update(found)
+    return changed
+
+
+def _rankings(scored: dict[str, list[tuple[str, float]]], neighbours: dict[str, list[str]]
+              ) -> dict[str, list[str]]:
+    """Each channel's ids best first, its scores smoothed over session neighbours (SMOOTH)."""
+    return {
+        name: [i for i, _ in fusion.smooth(lst, neighbours, SMOOTH[name])]
+        if name in SMOOTH and neighbours else [i for i, _ in lst]
+        for name, lst in scored.items()
+    }
+
+
+@dataclass(frozen=True)
+class _Early:
+    """The text channels' rankings and their fusion, made while the query embedding
+    finishes. Channels fuse in name order, and the text ones (context, entity, lexical)
+    sort before the vector ones, so extending this fusion gives the sums of one fusion."""
+
+    rankings: dict[str, list[str]]
+    fused: fusion.Fused
+    had_neighbours: bool
+    ids: frozenset[str]
+
+    @classmethod
+    def of(cls, scored: dict[str, list[tuple[str, float]]], neighbours: dict[str, list[str]]
+           ) -> _Early:
+        rankings = _rankings(scored, neighbours)
+        return cls(rankings, fusion.rrf_flat(rankings, fusion.DEFAULT_WEIGHTS),
+                   bool(neighbours), frozenset(i for lst in scored.values() for i, _ in lst))
+
+    def still_valid(self, has_neighbours: bool, changed: set[str]) -> bool:
+        """Whether smoothing now would rank these channels the same: with or without any
+        neighbours they order ties differently, and a list can change when a session is
+        met again past MAX_SESSION_ROWS."""
+        return has_neighbours == self.had_neighbours and self.ids.isdisjoint(changed)
 
 
 _pool: ThreadPoolExecutor | None = None

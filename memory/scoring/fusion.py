@@ -86,8 +86,13 @@ def rrf_flat(
     rankings: Mapping[str, Sequence[str]],
     weights: Mapping[str, float] | None = None,
     k: int = DEFAULT_K,
+    then: Fused | None = None,
 ) -> Fused:
-    """The scores of `rrf`, unordered, with per-channel ranks."""
+    """The scores of `rrf`, unordered, with per-channel ranks.
+
+    With `then`, an earlier fusion of other channels (recall fuses the text channels while
+    the query embedding finishes), the result is that of fusing all the channels at once,
+    to the last bit: every new channel must sort after the channels of `then`."""
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     # Sorted channel order makes the floating-point sums independent of mapping order.
@@ -95,6 +100,14 @@ def rrf_flat(
     channel_weights = _weights_for(channels, weights)
     scores: dict[str, float] = {}
     ranks: dict[str, dict[str, int]] = {}
+    if then is not None:
+        if then.k != k:
+            raise ValueError(f"cannot extend a fusion with k={then.k} using k={k}")
+        if channels and then.ranks and channels[0] <= max(then.ranks):
+            raise ValueError(f"channels {channels} do not all sort after {sorted(then.ranks)}")
+        scores.update(then.scores)
+        ranks.update(then.ranks)
+        channel_weights = {**then.weights, **channel_weights}
     get = scores.get
     for channel in channels:
         weight = channel_weights[channel]
