@@ -215,6 +215,10 @@ def test_batch_insert_does_not_check(mem: Memories) -> None:
     mem.insert_many([a, b])
     for m in (a, b):
         assert (mem.get(m.id).trust_alpha, mem.get(m.id).trust_beta) == trust.prior("import")
+        # Stored with its vector; the caller's record lets go of it (importers hold all).
+        assert m.vector is None
+        stored = mem.store.table.get([m.id], with_vector=True)[0]
+        assert stored.vector is not None and len(stored.vector) == 384
 
 
 def test_cli_add_reports_the_contradiction(cli) -> None:
