@@ -137,11 +137,14 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     }
     neighbours: dict[str, list[str]] = {}
     seen: set[str] = set()
+    met: set[str] = set()  # channels whose candidates were looked up
 
     def add_neighbours() -> set[str]:
         """Looks up the sessions of the candidates found since the last call; returns the
         ids whose neighbour list this added or changed."""
-        new = [i for lst in scored.values() for i, _ in lst if i not in seen]
+        lists = [lst for name, lst in scored.items() if name not in met]
+        met.update(scored)
+        new = [i for lst in lists for i, _ in lst if i not in seen]
         seen.update(new)
         if not new:
             return set()

@@ -307,7 +307,9 @@ class Snapshot:
             top = np.argpartition(-sims, limit - 1)[:limit]
             cand, sims = cand[top], sims[top]
         order = np.lexsort((cand, -sims))
-        return [(self.ids[int(cand[i])], float(sims[i])) for i in order]
+        ids = self.ids
+        return list(zip([ids[c] for c in cand[order].tolist()], sims[order].tolist(),
+                        strict=True))
 
     def _approximate(self, q: np.ndarray) -> np.ndarray:
         """Reduced similarity of every row to the unit vector `q` (read-only)."""
