@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from memory import contradiction
 from memory.contradiction import check, conflict, loser
-from memory.record import Memory, new_id, utcnow
+from memory.record import EMBED_DIM, Memory, new_id, utcnow
 from memory.scoring import trust
 from memory.service import Memories
 from memory.textutil import content_hash
@@ -218,7 +218,7 @@ def test_batch_insert_does_not_check(mem: Memories) -> None:
         # Stored with its vector; the caller's record lets go of it (importers hold all).
         assert m.vector is None
         stored = mem.store.table.get([m.id], with_vector=True)[0]
-        assert stored.vector is not None and len(stored.vector) == 384
+        assert stored.vector is not None and len(stored.vector) == EMBED_DIM
 
 
 def test_cli_add_reports_the_contradiction(cli) -> None:

@@ -170,10 +170,10 @@ def recall(store: MemoryStore, embed: Callable[[Sequence[str]], np.ndarray], pro
     changed = add_neighbours()
     if early is None or not early.still_valid(bool(neighbours), changed):
         early = _Early.of({}, neighbours)
-    rankings = early.rankings | _rankings(
-        {c: lst for c, lst in scored.items() if c not in early.rankings}, neighbours)
-    fused = fusion.rrf_flat({c: r for c, r in rankings.items() if c not in early.rankings},
-                            fusion.DEFAULT_WEIGHTS, then=early.fused)
+    rest = _rankings({c: lst for c, lst in scored.items() if c not in early.rankings},
+                     neighbours)
+    rankings = early.rankings | rest
+    fused = fusion.rrf_flat(rest, fusion.DEFAULT_WEIGHTS, then=early.fused)
     if not fused.scores:
         return []
     top_possible = fusion.max_score(rankings, fusion.DEFAULT_WEIGHTS)
