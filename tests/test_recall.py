@@ -335,3 +335,56 @@ def test_text_channels_fused_early_rank_as_if_fused_at_the_end(scored, first, la
     changed = _merge(neighbours, later)
     if early.still_valid(bool(neighbours), changed):
         assert early.rankings == _rankings(scored, neighbours)
+
+
+def test_rows_read_while_the_query_embeds_are_the_rows_read_after(
+        mem: Memories, store, embedder, monkeypatch) -> None:
+    import time
+
+    import memory.recall as recall_mod
+    from memory.recall import recall
+
+    mem.insert_many([mem.prepare(f"Upload note {i}: the upload worker retries after timeout "
+                                 f"number {i}", kind="note") for i in range(40)])
+    taken: list[list[str]] = []
+    take = store.snapshots.take
+
+    def spy(ids, columns, snap=None):
+        taken.append(list(ids))
+        return take(ids, columns, snap)
+
+    def slow(texts):
+        time.sleep(0.3)  # the text channels and the read-ahead finish first
+        return embedder.embed(texts)
+
+    monkeypatch.setattr(store.snapshots, "take", spy)
+    opts = RecallOptions(reinforce=False, now=NOW)
+    ahead = recall(store, slow, "test", "upload worker retries after timeout", opts)
+    chunks = -(-recall_mod.PREFETCH_ROWS // recall_mod.PREFETCH_CHUNK)
+    read_ahead = {i for ids in taken[:chunks] for i in ids}
+    assert len(read_ahead) == recall_mod.PREFETCH_ROWS
+    # Afterwards only the top k's rows not read ahead are read, if any.
+    assert all(i not in read_ahead for ids in taken[chunks:] for i in ids)
+    assert len(taken) <= chunks + 1
+
+    monkeypatch.setattr(recall_mod, "PREFETCH_ROWS", 0)
+    taken.clear()
+    plain = recall(store, slow, "test", "upload worker retries after timeout", opts)
+    assert len(taken) == 1
+    assert [h.to_public() for h in ahead] == [h.to_public() for h in plain]
+    assert len(ahead) == opts.k
+
+
+def test_no_rows_are_read_ahead_once_the_query_vector_is_ready(mem: Memories, store) -> None:
+    from concurrent.futures import Future
+
+    from memory.recall import _prefetch
+
+    made = [mem.remember(f"Deploy note {i}", kind="note").id for i in range(3)]
+    scores = {made[0]: 0.9, made[1]: 0.5, made[2]: 0.7}
+    ready: Future[object] = Future()
+    ready.set_result(None)
+    assert _prefetch(store, store.snapshot(), scores, ready) == {}
+    waiting: Future[object] = Future()
+    rows = _prefetch(store, store.snapshot(), scores, waiting)
+    assert set(rows) == set(made) and rows[made[1]].text == "Deploy note 1"
