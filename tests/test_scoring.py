@@ -44,7 +44,6 @@ def test_prior_unknown_source_is_least_trusted_and_lookup_is_case_insensitive() 
     [
         (TrustEvent.HELPFUL, 1.0, 0.0),
         (TrustEvent.USED, 0.5, 0.0),
-        (TrustEvent.CONFIRMED, 0.5, 0.0),
         (TrustEvent.WRONG, 0.0, 3.0),
         (TrustEvent.OUTDATED, 0.0, 1.5),
         (TrustEvent.CONTRADICTED, 0.0, 3.0),

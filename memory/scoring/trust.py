@@ -54,7 +54,6 @@ class TrustEvent(StrEnum):
     OUTDATED = "outdated"  # it was true once; the caller also marks it invalid
     USED = "used"  # a recall hit the caller confirmed it used
     CONTRADICTED = "contradicted"  # a newer, higher-trust memory contradicts it
-    CONFIRMED = "confirmed"  # another memory independently agrees with it
 
 
 # (delta alpha, delta beta) per event. Negative evidence weighs more than positive: one
@@ -63,7 +62,6 @@ class TrustEvent(StrEnum):
 EVENT_DELTAS: dict[TrustEvent, tuple[float, float]] = {
     TrustEvent.HELPFUL: (1.0, 0.0),
     TrustEvent.USED: (0.5, 0.0),
-    TrustEvent.CONFIRMED: (0.5, 0.0),
     TrustEvent.WRONG: (0.0, 3.0),
     TrustEvent.OUTDATED: (0.0, 1.5),
     TrustEvent.CONTRADICTED: (0.0, 3.0),
