@@ -48,6 +48,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
         runtime = Runtime(project, home)
         runtime.start()  # no handshake to hurry here: open the store while the SDK loads
         run_http(lambda: _build(runtime), paths(home).home, host, port, allow_remote)
+        runtime.drain(EXIT_GRACE_S)  # the last recalls' usage counts
         return
     if transport != "stdio":
         from memory.errors import InputError
@@ -75,7 +76,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
     except BaseException:  # report, then still exit promptly
         traceback.print_exc()
         code = 1
-    _exit_after_grace(code)
+    _exit_after_grace(code, backend)
 
 
 def _build(runtime: Backend) -> MCPServer:
@@ -84,13 +85,17 @@ def _build(runtime: Backend) -> MCPServer:
     return build_server(runtime)
 
 
-def _exit_after_grace(code: int) -> None:
+def _exit_after_grace(code: int, backend: Backend) -> None:
     """The client is gone: let in-flight writes finish, then exit even if some worker thread
     is still blocked (a dead session's process must not linger)."""
+    from mcp_server.runtime import Runtime
+
     deadline = time.monotonic() + EXIT_GRACE_S
     for thread in threading.enumerate():
         if thread is threading.current_thread() or thread.daemon:
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
+    if isinstance(backend, Runtime):  # served in-process: the last recalls' usage counts
+        backend.drain(deadline - time.monotonic())
     sys.stderr.flush()
     os._exit(code)

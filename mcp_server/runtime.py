@@ -63,6 +63,8 @@ class Runtime:
         self.process_session = uuid.uuid4().hex[:16]
         self._touched: queue.SimpleQueue[tuple[list[str], datetime]] = queue.SimpleQueue()
         self._reinforcer: threading.Thread | None = None
+        self._unwritten = 0  # reinforce() calls not yet written (or given up on)
+        self._written = threading.Condition(self._lock)
 
     def start(self) -> None:
         """Begin loading (idempotent, returns at once)."""
@@ -140,12 +142,13 @@ class Runtime:
 
         Reinforcing is a write, and writes queue on the store's cross-process lock: done inline
         it would make every recall wait for other agents' writes. A daemon thread applies them
-        in batches instead (one table update per batch, not per recall); losing the last few
-        when the process ends only loses a usage count.
+        in batches instead (one table update per batch, not per recall); the process drains
+        them before it exits (`drain`).
         """
         if not ids:
             return
         with self._lock:
+            self._unwritten += 1
             if self._reinforcer is None:
                 self._reinforcer = threading.Thread(target=self._reinforce_loop,
                                                     name="memctl-reinforce", daemon=True)
@@ -167,3 +170,12 @@ class Runtime:
                 store.flush_touches()  # one batched write, here off the answer path
             except Exception:  # best effort: a lost use count is not worth failing over
                 pass
+            with self._lock:
+                self._unwritten -= len(batch)
+                self._written.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the uses counted so far are written, at most `timeout` seconds (the
+        process is about to exit); whether they were."""
+        with self._lock:
+            return self._written.wait_for(lambda: not self._unwritten, max(0.0, timeout))

@@ -241,11 +241,18 @@ def serve_worker(fd: int, project: str | None, home: Path | None) -> None:
         if first:  # once the first answer is out, load LanceDB for the first write
             call.add_done_callback(lambda _: _warm_writer(runtime))
             first = False
-    # The server is gone: let calls in flight (a write, say) finish, then exit even if one
-    # is stuck (the pool's threads are not daemons; a dead session's process must not stay).
+    # The server is gone: let calls in flight (a write, say) and the usage counts of the
+    # last recalls finish, then exit even if one is stuck (the pool's threads are not
+    # daemons; a dead session's process must not stay).
+    deadline = time.monotonic() + EXIT_GRACE_S
     finished = threading.Event()
-    threading.Thread(target=lambda: (pool.shutdown(wait=True), finished.set()),
-                     daemon=True).start()
+
+    def wind_down() -> None:
+        pool.shutdown(wait=True)
+        runtime.drain(deadline - time.monotonic())
+        finished.set()
+
+    threading.Thread(target=wind_down, daemon=True).start()
     finished.wait(EXIT_GRACE_S)
     sys.stderr.flush()
     os._exit(0)

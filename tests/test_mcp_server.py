@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -297,6 +298,23 @@ def test_stdio_tools_end_to_end(home: Path, mem: Memories) -> None:
     anyio.run(scenario)
 
 
+def test_a_recall_just_before_the_session_ends_still_counts_as_a_use(
+        home: Path, mem: Memories) -> None:
+    made = mem.remember("Deploys go out on Tuesdays after the freeze", kind="decision").id
+
+    async def scenario() -> None:
+        async with stdio_session(home) as client:
+            hits = ok(await client.call_tool("recall", {"query": "when do deploys go out"}))
+            assert hits["hits"][0]["id"] == made
+        # The client is gone at once: the worker writes the count before it exits.
+
+    anyio.run(scenario)
+    deadline = time.monotonic() + 30
+    while mem.get(made).access_count < 1:
+        assert time.monotonic() < deadline, "the last recall's use was lost at exit"
+        time.sleep(0.2)
+
+
 def test_stdio_auto_mode(home: Path) -> None:
     """A client on the 2026 protocol (no handshake, client info in every request) works too."""
 
@@ -436,7 +454,8 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def test_http_requires_the_token_and_a_local_origin(home: Path, http_server: Any) -> None:
+def test_http_requires_the_token_and_a_local_origin(home: Path, http_server: Any,
+                                                   mem: Memories) -> None:
     url, proc, log = http_server
     token_file = home / "http-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
@@ -488,6 +507,25 @@ def test_http_requires_the_token_and_a_local_origin(home: Path, http_server: Any
 
     anyio.run(scenario)
     assert proc.poll() is None  # still serving
+
+    async def last_recall() -> str:
+        async with httpx2.AsyncClient(headers=auth, timeout=httpx2.Timeout(30, read=TIMEOUT)
+                                      ) as http, Client(streamable_http_client(url,
+                                                                             http_client=http),
+                                                        mode="legacy", cache=None,
+                                                        client_info=AGENT) as client:
+            made = ok(await client.call_tool("remember", {
+                "content": "Ctrl-C stops the HTTP server once its writes are done",
+                "kind": "fact"}))["id"]
+            hits = ok(await client.call_tool("recall", {"query": "what stops the HTTP server"}))
+            assert hits["hits"][0]["id"] == made
+            return made
+
+    # Ctrl-C right after a recall: the server writes that use before it exits.
+    made = anyio.run(last_recall)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    assert mem.get(made).access_count == 1
 
 
 def test_http_refuses_a_non_loopback_bind_without_the_flag(home: Path) -> None:

@@ -23,6 +23,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, Implementation
 
 from memory.launch import stdio_serve_project
+from memory.service import Memories
 
 AGENT = Implementation(name="pytest-agent", version="1.0")
 
@@ -195,3 +196,15 @@ def test_the_worker_exits_when_its_server_is_killed(home: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_drain_returns_once_the_counted_uses_are_written(home: Path, mem: Memories) -> None:
+    from mcp_server.runtime import Runtime
+    from memory.record import utcnow
+
+    made = mem.remember("The cache is warmed at boot", kind="fact").id
+    rt = Runtime("test", home)
+    assert rt.drain(0)  # nothing counted: at once
+    rt.reinforce([made], utcnow())
+    assert rt.drain(60)
+    assert mem.get(made).access_count == 1
