@@ -25,6 +25,7 @@ whole-path term ("srcconfigparsepy") is invented that nobody would type.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -102,7 +103,10 @@ def query_terms(query: str) -> list[str]:
     return list(seen)
 
 
-def _expand(token: str) -> list[str] | None:
+# Names recur across a project's memories: a rebuild of the index at 100,000 memories spent
+# 90% of its time splitting the same identifiers again.
+@functools.lru_cache(maxsize=1 << 16)
+def _expand(token: str) -> tuple[str, ...] | None:
     """Parts and joined names of an identifier-like token; None for a plain word."""
     if token.isalnum() and (token[1:].islower() or token.isupper()):
         return None  # fast path: "word", "Word", "WORD", "sha256" are one part
@@ -114,7 +118,7 @@ def _expand(token: str) -> list[str] | None:
         name_parts = split_identifier(name)
         if len(name_parts) >= 2:
             terms.append("".join(name_parts))
-    return [term for term in terms if _fits(term)]
+    return tuple(term for term in terms if _fits(term))
 
 
 def _fits(term: str) -> bool:
