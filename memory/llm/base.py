@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+# Most embedding contexts that run at once (one single-threaded llama.cpp context each), and
+# so most query embeddings recall overlaps with its other work.
+MAX_CONTEXTS = 4
+
+
+def default_contexts() -> int:
+    """One embedding context per core this process may run on, at most MAX_CONTEXTS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_CONTEXTS, cores or 1))
 
 
 class EmbedderError(Exception):

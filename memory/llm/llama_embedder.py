@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import os
 import queue
 import re
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from memory.llm.base import EmbedderError
+from memory.llm.base import EmbedderError, default_contexts
 from memory.llm.convert import KEY_MAX_SEQ_LENGTH, ensure_embedder_gguf
 
 # Sequences encoded together in one llama_encode call. Packing short texts amortises the
@@ -130,11 +129,6 @@ class _Slot:
     batch: Any
 
 
-def _default_contexts() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1))
-
-
 class LlamaEmbedder:
     """An `Embedder` over a GGUF BERT model with mean pooling; thread-safe."""
 
@@ -153,7 +147,7 @@ class LlamaEmbedder:
         self._cparams: Any = None
         self._slots: list[_Slot] = []  # every context made so far, free or in use
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-        self._max_contexts = max(1, contexts if contexts is not None else _default_contexts())
+        self._max_contexts = max(1, contexts if contexts is not None else default_contexts())
         self._lock = threading.Lock()  # guards _slots, _users and close()
         self._idle = threading.Condition(self._lock)  # notified when _users drops to 0
         self._users = 0  # calls in progress: close() waits for them

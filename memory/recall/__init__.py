@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from memory.llm.base import default_contexts
 from memory.recall.channels import Query, context, entity, lexical, semantic, temporal
 from memory.record import KINDS, Memory, utcnow
 from memory.scoring import decay, fusion
@@ -290,7 +290,7 @@ def _overlap() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1),
+            _pool = ThreadPoolExecutor(default_contexts(),
                                        thread_name_prefix="memctl-query")
         return _pool
 
