@@ -54,6 +54,15 @@ async def stdio_session(home: Path, mode: str = "legacy") -> AsyncIterator[Clien
         yield client
 
 
+@asynccontextmanager
+async def http_session(url: str, headers: dict[str, str]) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=TIMEOUT)
+                                  ) as http, Client(streamable_http_client(url, http_client=http),
+                                                    mode="legacy", cache=None,
+                                                    client_info=AGENT) as client:
+        yield client
+
+
 def ok(result: CallToolResult) -> dict[str, Any]:
     assert not result.is_error, result.content
     assert result.structured_content is not None
@@ -468,11 +477,7 @@ def test_http_requires_the_token_and_a_local_origin(home: Path, http_server: Any
 
     async def scenario() -> None:
         # The SDK's streamable HTTP client with the token: works.
-        async with httpx2.AsyncClient(headers=auth, timeout=httpx2.Timeout(30, read=TIMEOUT)
-                                      ) as http, Client(streamable_http_client(url,
-                                                                             http_client=http),
-                                                        mode="legacy", cache=None,
-                                                        client_info=AGENT) as client:
+        async with http_session(url, auth) as client:
             assert len((await client.list_tools()).tools) == 7
             stored = ok(await client.call_tool("remember", {
                 "content": "The HTTP transport binds loopback only", "kind": "fact"}))
@@ -509,11 +514,7 @@ def test_http_requires_the_token_and_a_local_origin(home: Path, http_server: Any
     assert proc.poll() is None  # still serving
 
     async def last_recall() -> str:
-        async with httpx2.AsyncClient(headers=auth, timeout=httpx2.Timeout(30, read=TIMEOUT)
-                                      ) as http, Client(streamable_http_client(url,
-                                                                             http_client=http),
-                                                        mode="legacy", cache=None,
-                                                        client_info=AGENT) as client:
+        async with http_session(url, auth) as client:
             made = ok(await client.call_tool("remember", {
                 "content": "Ctrl-C stops the HTTP server once its writes are done",
                 "kind": "fact"}))["id"]
