@@ -104,12 +104,22 @@ def query_terms(query: str) -> list[str]:
 
 
 # Names recur across a project's memories: a rebuild of the index at 100,000 memories spent
-# 90% of its time splitting the same identifiers again.
-@functools.lru_cache(maxsize=1 << 16)
+# 90% of its time splitting the same identifiers again. Long tokens (a pasted hash or blob)
+# are split each time, so the cache stays a few MB.
+CACHED_NAMES = 1 << 14
+CACHED_NAME_CHARS = 100
+
+
 def _expand(token: str) -> tuple[str, ...] | None:
     """Parts and joined names of an identifier-like token; None for a plain word."""
     if token.isalnum() and (token[1:].islower() or token.isupper()):
         return None  # fast path: "word", "Word", "WORD", "sha256" are one part
+    if len(token) > CACHED_NAME_CHARS:
+        return _expand_name(token)
+    return _expand_cached(token)
+
+
+def _expand_name(token: str) -> tuple[str, ...] | None:
     parts = split_identifier(token)
     if len(parts) < 2:
         return None
@@ -119,6 +129,9 @@ def _expand(token: str) -> tuple[str, ...] | None:
         if len(name_parts) >= 2:
             terms.append("".join(name_parts))
     return tuple(term for term in terms if _fits(term))
+
+
+_expand_cached = functools.lru_cache(maxsize=CACHED_NAMES)(_expand_name)
 
 
 def _fits(term: str) -> bool:

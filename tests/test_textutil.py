@@ -283,3 +283,17 @@ def test_alphanumeric_runs_follow_str_isalnum_on_every_code_point() -> None:
     text = "".join(chars)
     expected = "".join(c if c.isalnum() else " " for c in chars).split()
     assert _alnum_runs(text) == expected
+
+
+def test_code_names_are_split_once_and_long_tokens_never_cached() -> None:
+    from memory import textutil
+
+    name = "parseConfigCacheV2"
+    first = textutil._expand(name)
+    assert first == textutil._expand_name(name) == textutil._expand(name)
+    assert textutil._expand_cached.cache_info().hits >= 1
+    size = textutil._expand_cached.cache_info().currsize
+    blob = "chunk_" * 50  # a pasted blob is split every time, not kept
+    assert len(blob) > textutil.CACHED_NAME_CHARS
+    assert textutil._expand(blob) == textutil._expand_name(blob)
+    assert textutil._expand_cached.cache_info().currsize == size
