@@ -202,6 +202,7 @@ def test_bench_locomo_reports_rerank_and_expansion(cli, tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
     out = r.json()
     assert out["questions"] == 2
+    assert out["machine"]["cpu"] and out["machine"]["embedder_weights"]
     assert set(out["modes"]) == {"fused", "fused+rerank", "fused+expand"}
     for scores in out["modes"].values():
         assert scores["questions"] == 2 and 0 <= scores["turn_recall@5"] <= 1

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memory.bench.machine import describe, summary
 from memory.errors import InputError
 
 bench_app = typer.Typer(help="Benchmarks: each prints what it measured (--json for scripts).",
@@ -87,6 +88,7 @@ def locomo(
             bar.update(task, description=label, completed=done, total=total)
 
         result = lb.run(ctx.memories, data, modes, progress, limit=limit, variants=variants)
+    result["machine"] = describe()
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -125,6 +127,7 @@ def _locomo_table(result: dict[str, Any], cutoffs: list[int]) -> None:
     out.print(table)
     for name, t in result.get("latency_ms", {}).items():
         out.print(f"{name}: {t['mean']} ms mean, {t['p95']} ms p95 per question")
+    out.print(f"[dim]machine: {summary(result['machine'])}[/dim]")
 
 
 @bench_app.command()
@@ -155,8 +158,9 @@ def latency(
                 bar.update(task, description=label, completed=done, total=total)
 
             results[str(size)] = run_size(open_context(home), size, progress)
+    machine = describe()
     if as_json:
-        sys.stdout.write(json.dumps({"sizes": results}) + "\n")
+        sys.stdout.write(json.dumps({"sizes": results, "machine": machine}) + "\n")
         return
     table = Table(title="Recall latency (end to end, query embedding included)")
     for col in ("memories", "p50 ms", "p95 ms", "p99 ms", "batch ingest/s", "single ingest/s",
@@ -174,6 +178,7 @@ def latency(
         out.print(f"[dim]{int(size):,}: per channel: {parts}; the recall right after a "
                   f"usage-count flush: {r['after_flush_ms']} ms; the embedder alone: "
                   f"{r['embed_only_per_s']} texts/s (batch ingest's ceiling)[/dim]")
+    out.print(f"[dim]machine: {summary(machine)}[/dim]")
 
 
 @bench_app.command()
