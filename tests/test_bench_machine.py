@@ -50,3 +50,23 @@ def test_describe_refuses_an_unknown_weight_format(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MEMCTL_EMBED_QTYPE", "Q2_K")
     with pytest.raises(EmbedderError, match="unsupported qtype"):
         describe()
+
+
+def test_the_ann_report_names_its_machine_in_json_and_in_the_table(cli) -> None:
+    r = cli("bench", "ann", "--n", "500", "--json", timeout=300)
+    assert r.code == 0, r.stderr
+    report = r.json()
+    assert [row["vectors"] for row in report["rows"]] == [500]
+    here = describe()
+    assert {k: report["machine"][k] for k in ("cpu", "cores", "simd")} == {
+        k: here[k] for k in ("cpu", "cores", "simd")}
+    table = cli("bench", "ann", "--n", "500", timeout=300)
+    assert table.code == 0, table.stderr
+    assert f"machine: {report['machine']['cpu']}" in table.stdout
+
+
+def test_the_startup_report_names_its_machine(cli) -> None:
+    r = cli("bench", "startup", "--json", timeout=300)
+    assert r.code == 0, r.stderr
+    report = r.json()
+    assert report["initialize_s"] > 0 and report["machine"]["cores"] >= 1

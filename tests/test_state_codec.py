@@ -204,3 +204,4 @@ def test_bench_kv_quick_prints_the_promised_json(cli) -> None:
     f16 = data["rows"][0]
     assert f16["mean_kl"] == 0 and f16["greedy_agreement"] == 1
     assert data["restore_speedup"] > 0 and data["rerank_speedup"] > 0
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]

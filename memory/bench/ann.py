@@ -28,6 +28,7 @@ def ann(
     from rich.table import Table
 
     from memory.bench.ann_measure import INDEX_TYPE, LIMIT, REFINE, measure
+    from memory.bench.machine import describe, summary
     from memory.errors import InputError
     from memory.store.table import ANN_MIN_ROWS
 
@@ -44,9 +45,11 @@ def ann(
             rows = measure(home, sizes, progress=lambda m: status.update(m))
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    machine = describe()
     if as_json:
         sys.stdout.write(json.dumps({"index": INDEX_TYPE, "refine_factor": REFINE,
-                                     "min_rows": ANN_MIN_ROWS, "rows": rows}) + "\n")
+                                     "min_rows": ANN_MIN_ROWS, "rows": rows,
+                                     "machine": machine}) + "\n")
         return
     table = Table(title=f"Vector search, {LIMIT} candidates with the recall filter: flat vs "
                         f"{INDEX_TYPE} (refine x{REFINE}); memctl indexes from "
@@ -59,3 +62,4 @@ def ann(
             "flat_p50_ms", "flat_p95_ms", "ann_p50_ms", "ann_p95_ms", "ann_recall@10",
             "build_s")))
     Console().print(table)
+    Console().print(f"[dim]machine: {summary(machine)}[/dim]")

@@ -190,6 +190,7 @@ def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
 
     with scratch_home() as home:
         result = bench_startup(home)
+    result["machine"] = describe()
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -199,6 +200,7 @@ def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
     table.add_row(*(str(result[k]) for k in ("initialize_s", "tools_list_s", "first_recall_s",
                                              "rss_mb")))
     out.print(table)
+    out.print(f"[dim]machine: {summary(result['machine'])}[/dim]")
 
 
 # Benchmarks that live in their own modules register here.

@@ -329,12 +329,14 @@ def kv(
     with/without the prefix cache."""
     from rich.console import Console
 
+    from memory.bench.machine import describe
     from memory.config import paths
 
     err = Console(stderr=True)
     with err.status("kv bench") as status:
         result = run(paths().models, model, quick, threads,
                      lambda msg: status.update(f"kv bench: {msg}"))
+    result["machine"] = describe()
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -344,6 +346,8 @@ def kv(
 def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from memory.bench.machine import summary
 
     out = Console()
     prompts = ", ".join(str(p["tokens"]) for p in result["prompts"])
@@ -370,3 +374,4 @@ def _table(result: dict[str, Any]) -> None:
               f"ms without ({result['summary_speedup']}x; first, caching it: "
               f"{result['summary_cold_ms']} ms; same summary both ways: "
               f"{result['summary_same']:.0%})")
+    out.print(f"[dim]machine: {summary(result['machine'])}[/dim]")
