@@ -70,3 +70,10 @@ def test_the_startup_report_names_its_machine(cli) -> None:
     assert r.code == 0, r.stderr
     report = r.json()
     assert report["initialize_s"] > 0 and report["machine"]["cores"] >= 1
+
+
+def test_a_bad_weight_format_fails_the_bench_at_once_and_clearly(cli) -> None:
+    r = cli("bench", "latency", "--n", "100000", env={"MEMCTL_EMBED_QTYPE": "Q2_K"},
+            timeout=60)
+    assert r.code != 0
+    assert "unsupported qtype" in r.stderr and "Traceback" not in r.stderr

@@ -38,6 +38,7 @@ def ann(
         raise InputError(f"--n takes sizes like 10000,50000, not {n!r}") from None
     if not sizes or any(s < 500 or s > 1_000_000 for s in sizes):
         raise InputError("--n sizes must be between 500 and 1,000,000")
+    machine = describe()
     err = Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="memctl-bench-ann-"))
     try:
@@ -45,7 +46,6 @@ def ann(
             rows = measure(home, sizes, progress=lambda m: status.update(m))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    machine = describe()
     if as_json:
         sys.stdout.write(json.dumps({"index": INDEX_TYPE, "refine_factor": REFINE,
                                      "min_rows": ANN_MIN_ROWS, "rows": rows,

@@ -75,6 +75,7 @@ def locomo(
 
     if not data.is_dir():
         raise InputError(f"no such directory: {data}")
+    machine = describe()
     variants = _variants(rerank, rerank_top, expand) if rerank or expand else None
     modes = list(lb.MODES) if mode == "all" else [m.strip() for m in mode.split(",")]
     cutoffs = [int(x) for x in k.split(",") if x.strip()]
@@ -88,7 +89,7 @@ def locomo(
             bar.update(task, description=label, completed=done, total=total)
 
         result = lb.run(ctx.memories, data, modes, progress, limit=limit, variants=variants)
-    result["machine"] = describe()
+    result["machine"] = machine
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -149,6 +150,7 @@ def latency(
         raise InputError(f"--n takes sizes like 10000,100000, not {n!r}") from None
     if not sizes or any(s < 100 or s > 2_000_000 for s in sizes):
         raise InputError("--n sizes must be between 100 and 2,000,000")
+    machine = describe()
     results: dict[str, Any] = {}
     for size in sorted(sizes):
         with scratch_home() as home, Progress(console=err, transient=True) as bar:
@@ -158,7 +160,6 @@ def latency(
                 bar.update(task, description=label, completed=done, total=total)
 
             results[str(size)] = run_size(open_context(home), size, progress)
-    machine = describe()
     if as_json:
         sys.stdout.write(json.dumps({"sizes": results, "machine": machine}) + "\n")
         return
@@ -188,9 +189,10 @@ def startup(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
     initialize reply, to tools/list, to the first recall answer, and RSS after it."""
     from mcp_server.bench import bench_startup
 
+    machine = describe()
     with scratch_home() as home:
         result = bench_startup(home)
-    result["machine"] = describe()
+    result["machine"] = machine
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return

@@ -332,11 +332,12 @@ def kv(
     from memory.bench.machine import describe
     from memory.config import paths
 
+    machine = describe()
     err = Console(stderr=True)
     with err.status("kv bench") as status:
         result = run(paths().models, model, quick, threads,
                      lambda msg: status.update(f"kv bench: {msg}"))
-    result["machine"] = describe()
+    result["machine"] = machine
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return

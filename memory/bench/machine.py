@@ -37,7 +37,8 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 
 
 def describe() -> dict[str, Any]:
-    """The machine as the benchmarks report it (cheap: no model is loaded)."""
+    """The machine as the benchmarks report it (cheap: no model is loaded). Benchmarks call
+    it before their work, so a bad `MEMCTL_EMBED_QTYPE` fails at once, not after the run."""
     from memory.llm.convert import default_qtype
 
     try:
