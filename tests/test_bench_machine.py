@@ -1,4 +1,4 @@
-"""The machine line every benchmark report carries."""
+"""The machine line every timing benchmark report carries."""
 
 from __future__ import annotations
 

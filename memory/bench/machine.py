@@ -2,7 +2,8 @@
 
 Two machines of the same kind can sit on different CPUs (AVX-512 with BF16 dot products on
 one, AVX2 only on another), and the embedder's speed, hence batch ingest, nearly halves
-between them. A number without its machine cannot be compared, so every report carries one.
+between them. A number without its machine cannot be compared, so every timing report
+(latency, locomo, startup, ann, kv) carries one.
 """
 
 from __future__ import annotations
