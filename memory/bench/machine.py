@@ -8,7 +8,6 @@ between them. A number without its machine cannot be compared, so every timing r
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -40,24 +39,17 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 def describe() -> dict[str, Any]:
     """The machine as the benchmarks report it (cheap: no model is loaded). Benchmarks call
     it before their work, so a bad `MEMCTL_EMBED_QTYPE` fails at once, not after the run."""
+    import llama_cpp  # a dependency; default_qtype() imports it too
+
+    from memory.llm.base import usable_cores
     from memory.llm.convert import default_qtype
 
     try:
         info = parse_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:  # not Linux
         info = {"cpu": platform.processor() or platform.machine() or "unknown", "simd": []}
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    try:
-        import llama_cpp
-
-        llama_version = str(llama_cpp.__version__)
-    except ImportError:
-        llama_version = "not installed"
-    return {**info, "cores": cores, "arch": platform.machine(),
-            "python": platform.python_version(), "llama_cpp_python": llama_version,
+    return {**info, "cores": usable_cores(), "arch": platform.machine(),
+            "python": platform.python_version(), "llama_cpp_python": str(llama_cpp.__version__),
             "embedder_weights": default_qtype()}
 
 

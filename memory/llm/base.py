@@ -13,10 +13,15 @@ import numpy as np
 MAX_CONTEXTS = 4
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def default_contexts() -> int:
     """One embedding context per core this process may run on, at most MAX_CONTEXTS."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_CONTEXTS, cores or 1))
+    return min(MAX_CONTEXTS, usable_cores())
 
 
 class EmbedderError(Exception):
